@@ -1,0 +1,35 @@
+"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW.
+
+For each parameter p with gradient g (already scaled by the clipping factor):
+    m = beta1 m + (1 - beta1) g
+    v = beta2 v + (1 - beta2) g^2
+    p -= lr * weight_decay * p                      (only where decay is on: 2-D weights)
+    p -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)
+
+All parameters live in one flat buffer; `segments` (S+1,) are the offsets of the named
+parameters in it and `decay` (S,) says which of them get weight decay. One call updates
+everything, so an interrupt can never leave half the parameters updated.
+"""
+import numpy as np
+from numba import prange
+
+from ._compile import kernel
+
+
+@kernel(parallel=True)
+def adamw_update(params, grads, m, v, segments, decay, step, lr, beta1, beta2, eps,
+                 weight_decay, grad_scale):
+    """`step` counts from 1. Arrays are flat float32; scalars are floats."""
+    bias1 = 1.0 - beta1 ** step
+    bias2 = 1.0 - beta2 ** step
+    step_size = np.float32(lr / bias1)
+    inv_sqrt_bias2 = np.float32(1.0 / np.sqrt(bias2))
+    b1, b2, e, gs = np.float32(beta1), np.float32(beta2), np.float32(eps), np.float32(grad_scale)
+    one = np.float32(1.0)
+    for s in range(len(decay)):
+        shrink = np.float32(1.0 - lr * weight_decay) if decay[s] else one
+        for i in prange(segments[s], segments[s + 1]):
+            g = grads[i] * gs
+            m[i] = b1 * m[i] + (one - b1) * g
+            v[i] = b2 * v[i] + (one - b2) * g * g
+            params[i] = params[i] * shrink - step_size * m[i] / (np.sqrt(v[i]) * inv_sqrt_bias2 + e)
