@@ -3,6 +3,7 @@ from . import _runtime  # noqa: F401  (must run before numpy/numba start their t
 from . import kernels
 from .config import GPTConfig
 from .model import GPT
+from .trainer import TrainConfig, Trainer
 
-__all__ = ["GPT", "GPTConfig", "kernels"]
+__all__ = ["GPT", "GPTConfig", "TrainConfig", "Trainer", "kernels"]
 __version__ = "0.1.0"

@@ -119,7 +119,7 @@ class GPT:
         kernels.get(kernel)(*outputs.values(), *inputs.values())
         self.trace.append(OpRecord(phase, name, kernel, outputs, inputs, inverts))
 
-    def _check_tokens(self, arr, what):
+    def _check_tokens(self, arr, what, allow_ignore=False):
         arr = np.asarray(arr)
         if arr.ndim == 1:
             arr = arr[None, :]
@@ -134,22 +134,28 @@ class GPT:
             raise ValueError(f"sequence length T={T} is longer than block_size="
                              f"{self.config.block_size} (the model has no position embedding past it)")
         lo, hi = int(arr.min()), int(arr.max())
+        if allow_ignore and lo == -1:
+            lo = int(arr[arr >= 0].min()) if (arr >= 0).any() else 0
         if lo < 0 or hi >= self.config.vocab_size:
             bad = hi if hi >= self.config.vocab_size else lo
             raise ValueError(f"{what} holds token id {bad}, outside the vocabulary "
-                             f"[0, {self.config.vocab_size - 1}]")
+                             f"[0, {self.config.vocab_size - 1}]"
+                             + (" (-1 marks a position to ignore)" if allow_ignore else ""))
         return np.ascontiguousarray(arr, dtype=np.int64)
 
     # ----------------------------------------------------------------- forward
     def forward(self, idx, targets=None):
         """Logits (B, T, V) for token ids idx (B, T); with targets (B, T), also the mean
-        cross-entropy loss (a float), else loss is None. Returns (logits, loss); logits is
+        cross-entropy loss (a float) over the positions whose target is not -1, else loss
+        is None. Returns (logits, loss); logits is
         the model's own buffer: copy it to keep it past the next call."""
         idx = self._check_tokens(idx, "idx")
         if targets is not None:
-            targets = self._check_tokens(targets, "targets")
+            targets = self._check_tokens(targets, "targets", allow_ignore=True)
             if targets.shape != idx.shape:
                 raise ValueError(f"targets shape {targets.shape} must equal idx shape {idx.shape}")
+            if not (targets >= 0).any():
+                raise ValueError("targets are all -1: there is no position to compute a loss on")
         with compute_lock:
             return self._forward(idx, targets)
 
@@ -205,7 +211,9 @@ class GPT:
             return a["logits"], None
         run("loss", "crossentropy_forward", {"losses": a["losses"], "probs": a["probs"]},
             {"logits": a["logits"], "targets": targets})
-        return a["logits"], float(np.mean(a["losses"], dtype=np.float64))
+        # mean over the positions that count (targets of -1 are ignored)
+        self._num_targets = int(np.count_nonzero(targets >= 0))
+        return a["logits"], float(np.sum(a["losses"], dtype=np.float64) / self._num_targets)
 
     # ----------------------------------------------------------------- backward
     def backward(self):
@@ -228,7 +236,7 @@ class GPT:
         run = lambda name, kernel, outputs, inputs, inverts: self._run(  # noqa: E731
             "backward", name, kernel, outputs, inputs, inverts)
 
-        d["losses"][...] = 1.0 / (B * T)   # d mean / d losses[b, t]
+        d["losses"][...] = 1.0 / self._num_targets   # d mean / d losses[b, t] (0 where ignored: the kernel)
         run("loss.backward", "crossentropy_softmax_backward", {"dlogits": d["logits"]},
             {"dlosses": d["losses"], "probs": a["probs"], "targets": self._targets}, "loss")
         run("lm_head.backward", "matmul_backward",

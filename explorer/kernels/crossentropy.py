@@ -6,6 +6,7 @@
 Shapes: logits, probs (B, T, V); targets (B, T) int; losses (B, T). The compiled loops
 see N = B*T rows.
 Fusing them makes the backward one line: d loss / d logits = probs - onehot(target).
+A negative target (-1) marks a position that does not count: its loss and gradient are 0.
 """
 import numpy as np
 from numba import prange
@@ -30,7 +31,10 @@ def _crossentropy_forward_rows(losses, probs, logits, targets):
         for i in range(V):
             probs[n, i] *= inv
         # log-sum-exp form: exact even when probs underflows to 0
-        losses[n] = np.log(total) + maxval - x[targets[n]]
+        if targets[n] >= 0:
+            losses[n] = np.log(total) + maxval - x[targets[n]]
+        else:
+            losses[n] = 0.0
 
 
 @kernel(parallel=True)
@@ -38,11 +42,12 @@ def _crossentropy_softmax_backward_rows(dlogits, dlosses, probs, targets):
     """Writes dlogits (N, V), given dlosses (N,) = d loss / d losses[n]."""
     N, V = probs.shape
     for n in prange(N):
-        d = dlosses[n]
+        d = dlosses[n] if targets[n] >= 0 else np.float32(0.0)
         for i in range(V):
             dlogits[n, i] = probs[n, i] * d
         # in the forward pass this was: losses[n] = -log(probs[n, targets[n]])
-        dlogits[n, targets[n]] -= d
+        if targets[n] >= 0:
+            dlogits[n, targets[n]] -= d
 
 
 @kernel(parallel=True)
