@@ -1,0 +1,306 @@
+"""Checkpoints: bit-exact round trips, trainer state, atomic writes, and errors for people."""
+import json
+import os
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from explorer import GPT, GPTConfig
+from explorer.checkpoint import (FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, Checkpoint, load,
+                                 load_params, save)
+
+CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8)
+
+
+def random_model(config=CONFIG, seed=0):
+    """GPT-2 init, then biases and layernorm params moved off their 0 / 1 starting values."""
+    model = GPT(config, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    for name, p in model.params.items():
+        if name.endswith(".bias") or ".ln" in name or name.startswith("ln_f"):
+            p += rng.normal(0.0, 0.5, size=p.shape).astype(np.float32)
+    return model
+
+
+class FakeTokenizer:
+    def to_dict(self):
+        return {"kind": "char", "chars": "abc"}
+
+
+class FakeData:
+    tokenizer = FakeTokenizer()
+
+
+class FakeTrainer:
+    """The duck-typed trainer interface that save() and Checkpoint.restore() rely on."""
+    def __init__(self, model, step=7):
+        self.model = model
+        self.data = FakeData()
+        rng = np.random.default_rng(step)
+        self.m = rng.normal(size=model.num_params).astype(np.float32)
+        self.v = rng.random(model.num_params).astype(np.float32)
+        self.step_count = step
+        self.restored = None
+
+    def checkpoint_state(self):
+        return ({"adamw.m": self.m, "adamw.v": self.v},
+                {"step": self.step_count, "lr": np.float32(0.25), "betas": [0.9, 0.95]})
+
+    def restore_state(self, arrays, meta):
+        self.restored = (arrays, meta)
+
+
+def assert_same_params(a, b):
+    assert a.config == b.config
+    for name in a.params:
+        assert a.params[name].dtype == np.float32
+        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
+
+
+# --------------------------------------------------------------------------- round trips
+def test_model_round_trip_is_bit_exact(tmp_path):
+    model = random_model()
+    path = tmp_path / "model.safetensors"
+    assert save(model, path) == str(path)
+    ckpt = load(path)
+    assert isinstance(ckpt, Checkpoint)
+    assert_same_params(ckpt.model, model)
+    # the loaded params are views of the model's one flat buffer, as for a fresh model
+    assert np.shares_memory(ckpt.model.params["wte"], ckpt.model.flat_params)
+    np.testing.assert_array_equal(ckpt.model.flat_params, model.flat_params)
+    assert ckpt.step is None and ckpt.optimizer_arrays == {} and ckpt.trainer_meta == {}
+    assert ckpt.tokenizer is None
+    assert ckpt.metadata["format"] == FORMAT_NAME and ckpt.metadata["version"] == FORMAT_VERSION
+    assert ckpt.metadata["config"] == CONFIG.to_dict()
+
+
+def test_file_is_plain_safetensors_with_our_names(tmp_path):
+    model = random_model()
+    save(model, tmp_path / "m.safetensors", tokenizer={"kind": "bytes"})
+    tensors = safetensors.numpy.load_file(tmp_path / "m.safetensors")
+    assert sorted(tensors) == sorted(name for name, _ in model.param_shapes)
+    with safetensors.safe_open(tmp_path / "m.safetensors", framework="np") as f:
+        header = json.loads(f.metadata()[METADATA_KEY])
+    assert header["tokenizer"] == {"kind": "bytes"}
+
+
+def test_trainer_round_trip_keeps_optimizer_state_step_and_tokenizer(tmp_path):
+    trainer = FakeTrainer(random_model(), step=7)
+    save(trainer, tmp_path / "t.safetensors")
+    ckpt = load(tmp_path / "t.safetensors")
+    assert_same_params(ckpt.model, trainer.model)
+    assert ckpt.step == 7
+    assert sorted(ckpt.optimizer_arrays) == ["adamw.m", "adamw.v"]
+    np.testing.assert_array_equal(ckpt.optimizer_arrays["adamw.m"], trainer.m)
+    np.testing.assert_array_equal(ckpt.optimizer_arrays["adamw.v"], trainer.v)
+    assert ckpt.trainer_meta == {"step": 7, "lr": 0.25, "betas": [0.9, 0.95]}
+    assert ckpt.tokenizer == {"kind": "char", "chars": "abc"}   # found via trainer.data
+
+    other = FakeTrainer(GPT(CONFIG, seed=5), step=0)
+    ckpt.restore(other)
+    assert_same_params(other.model, trainer.model)
+    arrays, meta = other.restored
+    np.testing.assert_array_equal(arrays["adamw.v"], trainer.v)
+    assert meta["step"] == 7
+
+
+def test_explicit_tokenizer_object_wins(tmp_path):
+    class Other:
+        def to_dict(self):
+            return {"kind": "other"}
+    save(FakeTrainer(random_model()), tmp_path / "t.safetensors", tokenizer=Other())
+    assert load(tmp_path / "t.safetensors").tokenizer == {"kind": "other"}
+
+
+def test_restore_refuses_a_trainer_with_another_config(tmp_path):
+    save(random_model(), tmp_path / "m.safetensors")
+    other = FakeTrainer(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=37, block_size=8)))
+    with pytest.raises(ValueError, match="build the trainer around ckpt.model"):
+        load(tmp_path / "m.safetensors").restore(other)
+
+
+class TinyData:
+    """Random token batches: enough for the real Trainer."""
+    vocab_size = CONFIG.vocab_size
+
+    def get_batch(self, split, batch_size, seq_len, rng):
+        x = rng.integers(0, self.vocab_size, size=(batch_size, seq_len + 1))
+        return x[:, :-1], x[:, 1:]
+
+
+def test_real_trainer_resumes_exactly(tmp_path):
+    from explorer import Trainer
+    options = dict(batch_size=2, lr=1e-2, warmup_steps=2, max_steps=10, seed=3)
+    trainer = Trainer(random_model(), TinyData(), **options)
+    for _ in range(2):
+        trainer.step()
+    save(trainer, tmp_path / "run.safetensors")
+    expected = [trainer.step()["loss"] for _ in range(2)]
+
+    ckpt = load(tmp_path / "run.safetensors")
+    assert ckpt.step == 2
+    resumed = Trainer(ckpt.model, TinyData(), **options)
+    ckpt.restore(resumed)
+    assert [resumed.step()["loss"] for _ in range(2)] == expected
+    np.testing.assert_array_equal(resumed.model.flat_params, trainer.model.flat_params)
+
+
+# --------------------------------------------------------------------------- load_params
+def test_load_params_copies_in_place_and_checks_everything_first():
+    source, target = random_model(seed=1), GPT(CONFIG, seed=2)
+    flat = target.flat_params
+    load_params(target, source.params)
+    assert target.flat_params is flat
+    assert_same_params(target, source)
+
+    before = target.flat_params.copy()
+    bad = dict(source.params, **{"blocks.1.mlp.fc.weight": np.zeros((64, 15), np.float32)})
+    with pytest.raises(ValueError, match=r"'blocks.1.mlp.fc.weight' has shape \(64, 15\), "
+                                         r"expected \(64, 16\)"):
+        load_params(target, bad)
+    np.testing.assert_array_equal(target.flat_params, before)   # nothing half-copied
+
+    with pytest.raises(ValueError, match="missing \\['wpe'\\]"):
+        load_params(target, {k: v for k, v in source.params.items() if k != "wpe"})
+    with pytest.raises(ValueError, match="unexpected \\['lm_head.weight'\\]"):
+        load_params(target, dict(source.params, **{"lm_head.weight": source.params["wte"]}))
+    with pytest.raises(ValueError, match="dtype int64"):
+        load_params(target, dict(source.params, wpe=np.zeros((8, 16), np.int64)))
+
+
+# --------------------------------------------------------------------------- atomic writes
+def test_failed_save_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    save(random_model(seed=1), path)
+    old = path.read_bytes()
+
+    def half_write_then_fail(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise OSError("disk full (simulated)")
+    monkeypatch.setattr(safetensors.numpy, "save_file", half_write_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        save(random_model(seed=2), path)
+    assert path.read_bytes() == old
+    assert os.listdir(tmp_path) == ["m.safetensors"]
+
+
+def test_save_overwrites_and_rejects_bad_targets(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save(random_model(seed=1), path)
+    save(random_model(seed=2), path)
+    assert_same_params(load(path).model, random_model(seed=2))
+    assert os.listdir(tmp_path) == ["m.safetensors"]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save(random_model(), tmp_path / "no" / "such" / "m.safetensors")
+    with pytest.raises(TypeError, match="expects a GPT or a trainer"):
+        save({"wte": 1}, tmp_path / "x.safetensors")
+
+
+def test_unserialisable_metadata_fails_before_writing(tmp_path):
+    trainer = FakeTrainer(random_model())
+    trainer.checkpoint_state = lambda: ({}, {"callback": print})
+    with pytest.raises(TypeError, match="JSON-serialisable"):
+        save(trainer, tmp_path / "t.safetensors")
+    assert os.listdir(tmp_path) == []
+
+
+# --------------------------------------------------------------------------- bad files
+def write_raw(path, tensors, header):
+    """A safetensors file with any tensors and any 'explorer' metadata (dict or raw str)."""
+    text = header if isinstance(header, str) else json.dumps(header)
+    safetensors.numpy.save_file(tensors, str(path), metadata={METADATA_KEY: text})
+
+
+def good_header(**changes):
+    header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "config": CONFIG.to_dict(),
+              "step": None, "trainer": None, "tokenizer": None}
+    header.update(changes)
+    return header
+
+
+def params_of(model):
+    return {k: v.copy() for k, v in model.params.items()}
+
+
+def test_missing_file_and_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load(tmp_path / "nope.safetensors")
+    with pytest.raises(ValueError, match="is a folder"):
+        load(tmp_path)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "only 0 bytes long"),
+    (b"\x00" * 5, "only 5 bytes long"),
+    (b"PK\x03\x04 this is a zip file, not safetensors" * 4, "not a safetensors file"),
+    ((12).to_bytes(8, "little") + b"not json at!", "header is not the expected JSON"),
+])
+def test_not_a_safetensors_file(tmp_path, content, message):
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load(path)
+
+
+@pytest.mark.parametrize("cut", [1, 1000, "header"])
+def test_truncated_file(tmp_path, cut):
+    path = tmp_path / "m.safetensors"
+    save(random_model(), path)
+    data = path.read_bytes()
+    keep = 20 if cut == "header" else len(data) - cut
+    path.write_bytes(data[:keep])
+    with pytest.raises(ValueError, match="truncated"):
+        load(path)
+
+
+def test_safetensors_file_that_is_not_ours(tmp_path):
+    path = tmp_path / "hf.safetensors"
+    safetensors.numpy.save_file({"wte.weight": np.zeros((2, 2), np.float32)}, str(path),
+                                metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="not an explorer checkpoint.*load_hf"):
+        load(path)
+
+
+@pytest.mark.parametrize("header, message", [
+    ("{not json", "corrupt: its 'explorer' metadata is not valid JSON"),
+    ("[1, 2]", "should be a JSON object"),
+    (good_header(format="something-else"), "format 'something-else', expected "
+                                            "'transformer-explorer-checkpoint'"),
+    (good_header(version=99), "version 99; this explorer reads versions 1..1"),
+    (good_header(config=None), "no model config"),
+    (good_header(config=dict(CONFIG.to_dict(), n_head=3)), "n_embd \\(16\\) must be divisible"),
+    (good_header(config={"n_layer": 2}), "missing"),
+])
+def test_bad_metadata(tmp_path, header, message):
+    path = tmp_path / "m.safetensors"
+    write_raw(path, params_of(random_model()), header)
+    with pytest.raises(ValueError, match=message):
+        load(path)
+
+
+def test_config_mismatch_names_the_param_and_expected_shape(tmp_path):
+    path = tmp_path / "m.safetensors"
+    bigger = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=50, block_size=8)
+    write_raw(path, params_of(random_model()), good_header(config=bigger.to_dict()))
+    with pytest.raises(ValueError, match=r"'wte' has shape \(37, 16\), expected \(50, 16\)"):
+        load(path)
+
+
+def test_missing_tensor(tmp_path):
+    path = tmp_path / "m.safetensors"
+    params = params_of(random_model())
+    del params["blocks.1.attn.proj.bias"]
+    write_raw(path, params, good_header())
+    with pytest.raises(ValueError, match="missing \\['blocks.1.attn.proj.bias'\\]"):
+        load(path)
+
+
+def test_wrong_dtype(tmp_path):
+    path = tmp_path / "m.safetensors"
+    params = params_of(random_model())
+    params["ln_f.weight"] = params["ln_f.weight"].astype(np.float64)
+    write_raw(path, params, good_header())
+    with pytest.raises(ValueError, match="'ln_f.weight' is float64, expected float32"):
+        load(path)
