@@ -20,6 +20,7 @@ import math
 import numpy as np
 from numba import prange
 
+from ._math import exp32
 from ._compile import kernel
 
 
@@ -44,7 +45,7 @@ def causal_softmax_forward(att, preatt, scale):
             maxval = max(maxval, x[t2])
         total = np.float32(0.0)
         for t2 in range(t + 1):
-            e = np.exp(scale * (x[t2] - maxval))
+            e = exp32(scale * (x[t2] - maxval))
             y[t2] = e
             total += e
         inv = np.float32(1.0) / total

@@ -11,6 +11,7 @@ A negative target (-1) marks a position that does not count: its loss and gradie
 import numpy as np
 from numba import prange
 
+from ._math import exp32
 from ._compile import flat, kernel, rows
 
 
@@ -24,7 +25,7 @@ def _crossentropy_forward_rows(losses, probs, logits, targets):
             maxval = max(maxval, x[i])
         total = np.float32(0.0)
         for i in range(V):
-            e = np.exp(x[i] - maxval)
+            e = exp32(x[i] - maxval)
             probs[n, i] = e
             total += e
         inv = np.float32(1.0) / total
@@ -60,7 +61,7 @@ def _softmax_forward_rows(probs, logits):
             maxval = max(maxval, logits[n, i])
         total = np.float32(0.0)
         for i in range(V):
-            e = np.exp(logits[n, i] - maxval)
+            e = exp32(logits[n, i] - maxval)
             probs[n, i] = e
             total += e
         for i in range(V):

@@ -9,6 +9,7 @@ Shapes: any; inp and out have the same shape (flattened inside).
 import numpy as np
 from numba import prange
 
+from ._math import exp32
 from ._compile import flat, kernel
 
 SQRT_2_OVER_PI = np.float32(np.sqrt(2.0 / np.pi))
@@ -20,7 +21,7 @@ def _gelu_forward(out, inp):
     for i in prange(inp.size):
         x = inp[i]
         u = SQRT_2_OVER_PI * (x + K * x * x * x)
-        out[i] = x / (np.float32(1.0) + np.exp(np.float32(-2.0) * u))
+        out[i] = x / (np.float32(1.0) + exp32(np.float32(-2.0) * u))
 
 
 @kernel(parallel=True)
@@ -28,7 +29,7 @@ def _gelu_backward(dinp, inp, dout):
     for i in prange(inp.size):
         x = inp[i]
         u = SQRT_2_OVER_PI * (x + K * x * x * x)
-        sig = np.float32(1.0) / (np.float32(1.0) + np.exp(np.float32(-2.0) * u))
+        sig = np.float32(1.0) / (np.float32(1.0) + exp32(np.float32(-2.0) * u))
         du_dx = SQRT_2_OVER_PI * (np.float32(1.0) + np.float32(3.0) * K * x * x)
         # in the forward pass this was: out = x * sig(2u);  d sig(z)/dz = sig (1 - sig)
         local_grad = sig + x * np.float32(2.0) * sig * (np.float32(1.0) - sig) * du_dx
