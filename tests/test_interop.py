@@ -1,0 +1,393 @@
+"""Hugging Face and llm.c formats: names, layouts, round trips, a golden check against
+transformers' GPT2LMHeadModel (logits, loss and every gradient), and errors."""
+import json
+import os
+
+import numpy as np
+import pytest
+import safetensors.numpy
+
+from explorer import GPT, GPTConfig
+from explorer.hf import (explorer_name, from_hf_state_dict, hf_config, hf_name, load_hf, save_hf,
+                         to_hf_state_dict)
+from explorer import llmc
+from explorer.llmc import MAGIC, load_llmc, padded_vocab_size, read_llmc_header, save_llmc
+
+CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8)
+
+
+def random_model(config, seed=0, strong=False):
+    """GPT-2 init, then biases and layernorm params moved off their 0 / 1 starting values
+    (so a swapped or dropped bias or gain cannot go unnoticed). strong=True also scales the
+    matrices to std 1/sqrt(fan_in), so attention is peaked and GELU far from linear, where
+    GPT-2's std 0.02 leaves both close to their small-input behaviour."""
+    model = GPT(config, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    for name, p in model.params.items():
+        if name.endswith(".bias") or ".ln" in name or name.startswith("ln_f"):
+            p += rng.normal(0.0, 0.5, size=p.shape).astype(np.float32)
+        elif strong and name.startswith("blocks."):
+            p *= 1.0 / (0.02 * np.sqrt(p.shape[1]))   # was N(0, 0.02 or less)
+    return model
+
+
+def assert_same_params(a, b):
+    assert a.config == b.config
+    for name in a.params:
+        assert a.params[name].dtype == np.float32
+        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
+
+
+# --------------------------------------------------------------------------- HF names
+def test_every_param_maps_to_hf_and_back():
+    model = random_model(CONFIG)
+    for name, shape in model.param_shapes:
+        key, transposed = hf_name(name)
+        assert key.startswith("transformer.")
+        assert explorer_name(key) == (name, transposed)
+        assert explorer_name(key[len("transformer."):]) == (name, transposed)  # hub style
+    assert hf_name("blocks.1.attn.qkv.weight") == ("transformer.h.1.attn.c_attn.weight", True)
+    assert hf_name("blocks.0.mlp.proj.bias") == ("transformer.h.0.mlp.c_proj.bias", False)
+    assert hf_name("ln_f.weight") == ("transformer.ln_f.weight", False)
+
+
+def test_mask_buffers_are_skipped_but_c_attn_bias_is_not():
+    assert explorer_name("h.3.attn.bias") is None
+    assert explorer_name("transformer.h.0.attn.masked_bias") is None
+    assert explorer_name("h.3.attn.c_attn.bias") == ("blocks.3.attn.qkv.bias", False)
+    with pytest.raises(ValueError, match="not a GPT-2 parameter"):
+        explorer_name("transformer.h.0.crossattention.c_attn.weight")
+    with pytest.raises(ValueError, match="not a GPT parameter name"):
+        hf_name("blocks.0.attn.qkv")
+
+
+def test_state_dict_round_trip_transposes_conv1d_weights():
+    model = random_model(CONFIG)
+    hf = to_hf_state_dict(model.params)
+    assert "lm_head.weight" not in hf
+    assert hf["transformer.h.0.attn.c_attn.weight"].shape == (16, 48)    # Conv1D: (in, out)
+    assert hf["transformer.h.1.mlp.c_proj.weight"].shape == (64, 16)
+    np.testing.assert_array_equal(hf["transformer.h.1.mlp.c_fc.weight"],
+                                  model.params["blocks.1.mlp.fc.weight"].T)
+    back = from_hf_state_dict(to_hf_state_dict(model.params, include_lm_head=True))
+    assert sorted(back) == sorted(model.params)
+    for name in model.params:
+        np.testing.assert_array_equal(back[name], model.params[name], err_msg=name)
+
+
+def test_untied_or_duplicated_weights_are_refused():
+    hf = to_hf_state_dict(random_model(CONFIG).params, include_lm_head=True)
+    hf["lm_head.weight"] = hf["lm_head.weight"] + 1
+    with pytest.raises(ValueError, match="untied output layer"):
+        from_hf_state_dict(hf)
+    hf = to_hf_state_dict(random_model(CONFIG).params)
+    hf["wpe.weight"] = hf["transformer.wpe.weight"]
+    with pytest.raises(ValueError, match="both 'transformer.wpe.weight' and 'wpe.weight'"):
+        from_hf_state_dict(hf)
+
+
+# --------------------------------------------------------------------------- HF files
+def test_save_hf_load_hf_round_trip_is_bit_exact(tmp_path):
+    model = random_model(CONFIG)
+    save_hf(model, tmp_path / "out")
+    assert sorted(os.listdir(tmp_path / "out")) == ["config.json", "model.safetensors"]
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["model_type"] == "gpt2" and config["architectures"] == ["GPT2LMHeadModel"]
+    assert (config["n_positions"], config["n_embd"], config["vocab_size"]) == (8, 16, 37)
+    assert config["activation_function"] == "gelu_new" and config["layer_norm_epsilon"] == 1e-5
+    assert config["eos_token_id"] is None          # 50256 is not in a 37-token vocabulary
+    assert_same_params(load_hf(tmp_path / "out"), model)
+
+
+def hub_gpt2_config(config):
+    """config.json as the hub's "gpt2" repository publishes it, resized to `config`."""
+    return {"activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"],
+            "attn_pdrop": 0.1, "bos_token_id": 50256, "embd_pdrop": 0.1, "eos_token_id": 50256,
+            "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
+            "n_ctx": config.block_size, "n_embd": config.n_embd, "n_head": config.n_head,
+            "n_layer": config.n_layer, "n_positions": config.block_size, "resid_pdrop": 0.1,
+            "summary_activation": None, "summary_first_dropout": 0.1,
+            "summary_proj_to_labels": True, "summary_type": "cls_index", "summary_use_proj": True,
+            "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+            "vocab_size": config.vocab_size}
+
+
+def write_hub_folder(folder, model):
+    """The hub gpt2 layout: keys without "transformer.", causal-mask buffers, no lm_head."""
+    os.makedirs(folder)
+    T = model.config.block_size
+    tensors = {k[len("transformer."):]: v for k, v in to_hf_state_dict(model.params).items()}
+    for l in range(model.config.n_layer):
+        tensors[f"h.{l}.attn.bias"] = np.tril(np.ones((T, T), np.float32))[None, None]
+        tensors[f"h.{l}.attn.masked_bias"] = np.array(-1e4, np.float32)
+    safetensors.numpy.save_file(tensors, os.path.join(folder, "model.safetensors"),
+                                metadata={"format": "pt"})
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(hub_gpt2_config(model.config), f)
+
+
+def test_load_hf_reads_the_hub_layout(tmp_path):
+    model = random_model(CONFIG)
+    write_hub_folder(tmp_path / "gpt2", model)
+    assert_same_params(load_hf(tmp_path / "gpt2"), model)
+
+
+def test_load_hf_reads_sharded_checkpoints(tmp_path):
+    model = random_model(CONFIG)
+    hf = to_hf_state_dict(model.params)
+    keys = sorted(hf)
+    shards = {"model-00001-of-00002.safetensors": keys[:10],
+              "model-00002-of-00002.safetensors": keys[10:]}
+    for shard, names in shards.items():
+        safetensors.numpy.save_file({k: hf[k] for k in names}, str(tmp_path / shard))
+    index = {"weight_map": {k: shard for shard, names in shards.items() for k in names}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    (tmp_path / "config.json").write_text(json.dumps(hf_config(CONFIG)))
+    assert_same_params(load_hf(tmp_path), model)
+
+
+def test_load_hf_refuses_pickles_and_says_what_to_do(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(hf_config(CONFIG)))
+    (tmp_path / "pytorch_model.bin").write_bytes(b"\x80\x02 a pickle")
+    with pytest.raises(ValueError, match="never unpickles.*model.safetensors"):
+        load_hf(tmp_path)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"activation_function": "relu"}, "activation_function is 'relu'"),
+    ({"layer_norm_epsilon": 1e-6}, "layer_norm_epsilon is 1e-06"),
+    ({"n_inner": 100}, "n_inner is 100"),
+    ({"tie_word_embeddings": False}, "tie_word_embeddings is False"),
+    ({"model_type": "llama"}, "model_type is 'llama'"),
+    ({"n_embd": 32}, r"'wte' has shape \(37, 16\), expected \(37, 32\)"),
+    ({"n_embd": 15}, r"n_embd \(15\) must be divisible by n_head \(2\)"),
+    ({"n_head": None}, "n_head must be a positive integer"),
+])
+def test_load_hf_config_errors(tmp_path, change, message):
+    save_hf(random_model(CONFIG), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, **change)))
+    with pytest.raises(ValueError, match=message):
+        load_hf(tmp_path)
+
+
+def test_load_hf_config_without_sizes(tmp_path):
+    save_hf(random_model(CONFIG), tmp_path)
+    config = hf_config(CONFIG)
+    for key in ("n_layer", "n_positions", "n_ctx"):
+        del config[key]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"has no \['n_layer', 'n_positions'\]"):
+        load_hf(tmp_path)
+
+
+def test_load_hf_missing_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        load_hf(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="has no config.json"):
+        load_hf(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps(hf_config(CONFIG)))
+    with pytest.raises(FileNotFoundError, match="has no model.safetensors"):
+        load_hf(tmp_path)
+
+
+def test_load_hf_missing_tensor(tmp_path):
+    save_hf(random_model(CONFIG), tmp_path)
+    tensors = safetensors.numpy.load_file(tmp_path / "model.safetensors")
+    del tensors["transformer.h.1.ln_2.bias"]
+    safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ValueError, match="missing \\['blocks.1.ln2.bias'\\]"):
+        load_hf(tmp_path)
+
+
+# --------------------------------------------------------------------------- HF golden
+# Relative error of a tensor: max |ours - theirs| / max |theirs|, a scale-aware measure
+# that does not blow up on entries that happen to be near zero.
+def rel_err(ours, theirs):
+    return float(np.max(np.abs(ours - theirs)) / max(np.max(np.abs(theirs)), 1e-30))
+
+
+GOLDEN_CASES = [  # (config, B, T, strong weights?)
+    (GPTConfig(n_layer=2, n_head=1, n_embd=16, vocab_size=37, block_size=8), 1, 1, False),
+    (GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8), 3, 8, False),
+    (GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8), 3, 8, True),
+    (GPTConfig(n_layer=3, n_head=4, n_embd=32, vocab_size=131, block_size=16), 2, 11, False),
+    (GPTConfig(n_layer=3, n_head=4, n_embd=32, vocab_size=131, block_size=16), 2, 16, True),
+    (GPTConfig(n_layer=1, n_head=1, n_embd=8, vocab_size=5, block_size=4), 1, 4, True),
+]
+
+
+@pytest.mark.parametrize("config, B, T, strong", GOLDEN_CASES)
+def test_transformers_gpt2_matches_logits_loss_and_every_gradient(tmp_path, config, B, T, strong):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model = random_model(config, seed=config.n_embd + T, strong=strong)
+    save_hf(model, tmp_path)
+    hf, info = transformers.GPT2LMHeadModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert {k: v for k, v in info.items() if v} == {}   # no missing/unexpected/mismatched keys
+    hf = hf.float().eval()
+
+    rng = np.random.default_rng(T)
+    idx = rng.integers(0, config.vocab_size, size=(B, T))
+    targets = rng.integers(0, config.vocab_size, size=(B, T))
+    logits, loss = model.forward(idx, targets)
+    model.backward()
+
+    hf_logits = hf(torch.from_numpy(idx)).logits
+    # our targets are already the next tokens, so no shift (HF's labels= would shift them)
+    hf_loss = torch.nn.functional.cross_entropy(hf_logits.reshape(-1, config.vocab_size),
+                                                torch.from_numpy(targets).reshape(-1))
+    hf_loss.backward()
+    # named_parameters() lists the tied wte/lm_head tensor once, with both uses summed
+    hf_grads = from_hf_state_dict({n: p.grad for n, p in hf.named_parameters()})
+
+    errors = {"logits": rel_err(logits, hf_logits.detach().numpy()),
+              "loss": abs(loss - hf_loss.item()) / abs(hf_loss.item())}
+    assert sorted(hf_grads) == sorted(model.grads)
+    errors.update({name: rel_err(model.grads[name], hf_grads[name]) for name in model.grads})
+    worst = max(errors, key=errors.get)
+    print(f"\n{config} B={B} T={T} strong={strong}: max rel err {errors[worst]:.2e} ({worst}); "
+          f"logits {errors['logits']:.2e}, loss {errors['loss']:.2e}")
+    assert errors[worst] <= 1e-4, errors
+
+
+def test_load_hf_reads_what_transformers_save_pretrained_writes(tmp_path):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    hf_cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=37,
+                                     n_positions=8, bos_token_id=None, eos_token_id=None)
+    hf = transformers.GPT2LMHeadModel(hf_cfg).eval()
+    hf.save_pretrained(tmp_path)
+    model = load_hf(tmp_path)
+    idx = np.random.default_rng(0).integers(0, 37, size=(2, 8))
+    logits, _ = model.forward(idx)
+    with torch.no_grad():
+        expected = hf(torch.from_numpy(idx)).logits.numpy()
+    assert rel_err(logits, expected) <= 1e-5
+
+
+# --------------------------------------------------------------------------- llm.c
+LLMC_ORDER = ["ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
+              "attn.proj.bias", "ln2.weight", "ln2.bias", "mlp.fc.weight", "mlp.fc.bias",
+              "mlp.proj.weight", "mlp.proj.bias"]
+
+
+def llmc_bytes(model, version=3, dtype="<f4"):
+    """An llm.c file built tensor by tensor in train_gpt2.c's order (independent of our
+    flat buffer): wte (padded for v3+), wpe, each block tensor stacked over layers, ln_f."""
+    cfg, p = model.config, model.params
+    V, C, L = cfg.vocab_size, cfg.n_embd, cfg.n_layer
+    Vp = padded_vocab_size(V) if version >= 3 else V
+    header = np.zeros(256, "<i4")
+    header[:8] = [MAGIC, version, cfg.block_size, V, L, cfg.n_head, C, Vp if version >= 3 else 0]
+    wte = np.zeros((Vp, C), np.float32)
+    wte[:V] = p["wte"]
+    tensors = [wte, p["wpe"]]
+    tensors += [np.stack([p[f"blocks.{l}.{s}"] for l in range(L)]) for s in LLMC_ORDER]
+    tensors += [p["ln_f.weight"], p["ln_f.bias"]]
+    body = np.concatenate([t.ravel() for t in tensors])
+    if dtype == "bf16":
+        body = (body.view(np.uint32) >> 16).astype("<u2")
+    return header.tobytes() + body.astype(body.dtype.newbyteorder("<")).tobytes()
+
+
+@pytest.mark.parametrize("config", [CONFIG, GPTConfig(n_layer=1, n_head=1, n_embd=8,
+                                                      vocab_size=128, block_size=4)])
+def test_save_llmc_writes_llmc_layout_and_round_trips(tmp_path, config):
+    model = random_model(config)
+    path = tmp_path / "model.bin"
+    save_llmc(model, path)
+    assert path.read_bytes() == llmc_bytes(model)
+    header = read_llmc_header(path)
+    assert header["config"] == config and header["version"] == 3
+    assert header["padded_vocab_size"] == 128
+    assert_same_params(load_llmc(path), model)
+
+
+def test_padded_vocab_size_and_gpt2_124M_size():
+    from explorer.config import param_shapes
+    assert padded_vocab_size(50257) == 50304
+    # llm.c reports num_parameters: 124475904 for gpt2_124M.bin (wte padded to 50304 rows)
+    gpt2 = GPTConfig()
+    unpadded = sum(int(np.prod(shape)) for _, shape in param_shapes(gpt2))
+    assert unpadded + (50304 - 50257) * gpt2.n_embd == 124_475_904
+    assert padded_vocab_size(128) == 128 and padded_vocab_size(1) == 128
+
+
+def test_load_llmc_reads_unpadded_version_2(tmp_path):
+    model = random_model(CONFIG)
+    (tmp_path / "v2.bin").write_bytes(llmc_bytes(model, version=2))
+    assert_same_params(load_llmc(tmp_path / "v2.bin"), model)
+
+
+def test_load_llmc_reads_bfloat16_version_5(tmp_path):
+    model = random_model(CONFIG)
+    model.flat_params.view(np.uint32)[...] &= 0xFFFF0000   # make every value exact in bf16
+    (tmp_path / "v5.bin").write_bytes(llmc_bytes(model, version=5, dtype="bf16"))
+    assert_same_params(load_llmc(tmp_path / "v5.bin"), model)
+
+
+def write_with_header(path, data, **changes):
+    header = np.frombuffer(data[:1024], "<i4").copy()
+    for index, value in changes.items():
+        header[int(index[1:])] = value
+    path.write_bytes(header.tobytes() + data[1024:])
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"h0": 20240328}, "magic number 20240328, expected 20240326: it is an llm.c tokenizer"),
+    ({"h0": 1234}, "magic number 1234, expected 20240326: it is not an llm.c GPT-2"),
+    ({"h1": 4}, "version 4; explorer reads versions \\[1, 2, 3, 5\\]"),
+    ({"h7": 16}, "Vp=16 \\(header\\[7\\]\\) is smaller than V=37"),
+    ({"h5": 3}, "impossible header.*must be divisible"),
+    ({"h4": 3}, "is truncated"),                  # one layer more than the file holds
+    ({"h2": 7}, "is too long"),                   # one position fewer
+    ({"h7": 256}, "is truncated"),                # more padding rows than written
+])
+def test_load_llmc_errors(tmp_path, changes, message):
+    save_llmc(random_model(CONFIG), tmp_path / "good.bin")
+    write_with_header(tmp_path / "bad.bin", (tmp_path / "good.bin").read_bytes(), **changes)
+    with pytest.raises(ValueError, match=message):
+        load_llmc(tmp_path / "bad.bin")
+
+
+def test_load_llmc_truncated_and_missing(tmp_path):
+    save_llmc(random_model(CONFIG), tmp_path / "m.bin")
+    data = (tmp_path / "m.bin").read_bytes()
+    (tmp_path / "cut.bin").write_bytes(data[:-4])
+    with pytest.raises(ValueError, match="is truncated"):
+        load_llmc(tmp_path / "cut.bin")
+    (tmp_path / "tiny.bin").write_bytes(data[:100])
+    with pytest.raises(ValueError, match="too short"):
+        load_llmc(tmp_path / "tiny.bin")
+    with pytest.raises(FileNotFoundError):
+        load_llmc(tmp_path / "nope.bin")
+
+
+def test_failed_save_llmc_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.bin"
+    save_llmc(random_model(CONFIG, seed=1), path)
+    old = path.read_bytes()
+    real_open = open
+
+    class FailsAfterHeader:  # the disk fills up after the first write
+        def __init__(self, file):
+            self.file, self.writes = file, 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            self.writes += 1
+            if self.writes > 1:
+                raise OSError("disk full (simulated)")
+            self.file.write(data)
+    monkeypatch.setattr(llmc, "open", lambda p, mode: FailsAfterHeader(real_open(p, mode)),
+                        raising=False)
+    with pytest.raises(OSError, match="disk full"):
+        save_llmc(random_model(CONFIG, seed=2), path)
+    assert path.read_bytes() == old and os.listdir(tmp_path) == ["m.bin"]
