@@ -1,0 +1,195 @@
+"""The training loop: AdamW + clipping against PyTorch, atomic steps, events, threads."""
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from explorer import GPT, GPTConfig, Trainer, kernels
+from explorer.trainer import learning_rate, TrainConfig
+from conftest import randomize_params
+from torch_gpt2 import TorchGPT2, explorer_name_of, load_explorer_params, relative_error
+
+
+class RandomTokens:
+    """Uniformly random next-token data: enough to exercise every part of a step."""
+    tokenizer = None
+
+    def __init__(self, vocab_size, seq_len):
+        self.vocab_size, self.seq_len = vocab_size, seq_len
+
+    def get_batch(self, split, batch_size, block_size, rng):
+        x = rng.integers(0, self.vocab_size, (batch_size, block_size + 1))
+        return x[:, :-1], x[:, 1:]
+
+
+CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=37, block_size=8)
+
+
+def make_trainer(**options):
+    model = randomize_params(GPT(CONFIG), seed=1)
+    options = {"batch_size": 4, "lr": 1e-2, "warmup_steps": 3, "max_steps": 10, "min_lr": 1e-3,
+               "grad_clip": 0.5, "seed": 0, **options}
+    return Trainer(model, RandomTokens(CONFIG.vocab_size, CONFIG.block_size), **options)
+
+
+def test_ten_adamw_steps_match_torch():
+    trainer = make_trainer()
+    torch_model = load_explorer_params(TorchGPT2.from_config(CONFIG), trainer.model.params)
+    cfg = trainer.config
+    decay = [p for n, p in torch_model.named_parameters() if p.dim() == 2]
+    no_decay = [p for n, p in torch_model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps)
+    batches = RandomTokens(CONFIG.vocab_size, CONFIG.block_size)
+    rng = np.random.default_rng(cfg.seed)   # the same stream the trainer draws from
+    clipped = 0
+    for step in range(10):
+        x, y = batches.get_batch("train", cfg.batch_size, CONFIG.block_size, rng)
+        metrics = trainer.step()
+        for group in opt.param_groups:
+            group["lr"] = learning_rate(step, cfg)
+        opt.zero_grad()
+        _, loss = torch_model(torch.from_numpy(x), torch.from_numpy(y))
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(torch_model.parameters(), cfg.grad_clip)
+        clipped += norm.item() > cfg.grad_clip
+        opt.step()
+        assert metrics["loss"] == pytest.approx(loss.item(), rel=1e-5)
+        assert metrics["grad_norm"] == pytest.approx(norm.item(), rel=1e-4)
+    assert clipped > 0, "the test should exercise clipping"
+    C = CONFIG.n_embd
+    errors = {}
+    for n, p in torch_model.named_parameters():
+        ours, theirs = trainer.model.params[explorer_name_of(n)], p.detach().numpy()
+        if n.endswith("attn.qkv.bias"):
+            # The key bias adds the same q.b_k to every score of a row, which softmax ignores:
+            # its exact gradient is 0, so both sides hold only rounding noise there, which
+            # Adam (dividing by sqrt(v)) blows up to +-lr. Compare q and v biases only.
+            keep = np.r_[0:C, 2 * C:3 * C]
+            ours, theirs = ours[keep], theirs[keep]
+        errors[n] = relative_error(ours, theirs)
+    worst = max(errors, key=errors.get)
+    assert errors[worst] <= 1e-4, f"{worst} after 10 AdamW steps differs from torch by {errors[worst]:.2e}"
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(lr=1.0, min_lr=0.1, warmup_steps=4, max_steps=14)
+    assert learning_rate(0, cfg) == pytest.approx(0.25)
+    assert learning_rate(3, cfg) == pytest.approx(1.0)
+    assert learning_rate(9, cfg) == pytest.approx(0.55)   # half way down the cosine
+    assert learning_rate(14, cfg) == pytest.approx(0.1)
+    assert learning_rate(100, cfg) == pytest.approx(0.1)
+
+
+def snapshot(trainer):
+    return (trainer.model.flat_params.copy(), trainer.m.copy(), trainer.v.copy(),
+            trainer.step_count, trainer.rng.bit_generator.state)
+
+
+def assert_unchanged(trainer, before):
+    params, m, v, step, rng_state = before
+    np.testing.assert_array_equal(trainer.model.flat_params, params)
+    np.testing.assert_array_equal(trainer.m, m)
+    np.testing.assert_array_equal(trainer.v, v)
+    assert trainer.step_count == step
+    assert trainer.rng.bit_generator.state == rng_state
+
+
+def test_failing_kernel_leaves_trainer_unchanged():
+    trainer = make_trainer()
+    trainer.step()
+    before = snapshot(trainer)
+
+    def broken_gelu_backward(dinp, inp, dout):
+        raise RuntimeError("student bug")
+
+    with kernels.use(gelu_backward=broken_gelu_backward), pytest.raises(RuntimeError, match="student bug"):
+        trainer.step()
+    assert_unchanged(trainer, before)
+    # and training goes on exactly as if the failed step had never happened
+    reference = make_trainer()
+    reference.step()
+    assert trainer.step()["loss"] == reference.step()["loss"]
+
+
+def test_half_finished_optimizer_kernel_is_rolled_back():
+    trainer = make_trainer()
+    before = snapshot(trainer)
+
+    def adamw_that_dies_half_way(params, grads, m, v, *rest):
+        params[: params.size // 2] -= 1.0
+        m[:10] = 5.0
+        raise MemoryError("out of memory half way")
+
+    with kernels.use(adamw_update=adamw_that_dies_half_way), pytest.raises(MemoryError):
+        trainer.step()
+    assert_unchanged(trainer, before)
+
+
+def test_nan_loss_refuses_to_update():
+    trainer = make_trainer()
+    trainer.model.params["wte"][0, 0] = np.nan
+    before = snapshot(trainer)
+    with pytest.raises(FloatingPointError, match="loss is nan"):
+        for _ in range(3):   # a batch may miss token 0; three will not all miss it
+            trainer.step()
+    assert_unchanged(trainer, before)
+
+
+def test_same_seed_same_run():
+    a, b = make_trainer(), make_trainer()
+    assert [a.step()["loss"] for _ in range(3)] == [b.step()["loss"] for _ in range(3)]
+    c = make_trainer(seed=1)
+    assert c.step()["loss"] != make_trainer().step()["loss"]
+
+
+def test_events_and_stop():
+    trainer = make_trainer(eval_interval=2, eval_batches=1)
+    seen = {"step": [], "eval": [], "run_start": [], "run_end": []}
+    for event in seen:
+        trainer.on(event, seen[event].append)
+    trainer.on("step", lambda m: trainer.stop() if m["step"] == 5 else None)
+    trainer.run(10)
+    assert [m["step"] for m in seen["step"]] == [1, 2, 3, 4, 5]
+    assert [m["step"] for m in seen["eval"]] == [2, 4]
+    assert np.isfinite(seen["eval"][0]["val_loss"])
+    assert len(seen["run_start"]) == len(seen["run_end"]) == 1
+    with pytest.raises(ValueError, match="unknown event"):
+        trainer.on("stpe", print)
+
+
+def test_bad_trainer_arguments():
+    model = GPT(CONFIG)
+    with pytest.raises(ValueError, match="block_size"):
+        Trainer(model, RandomTokens(CONFIG.vocab_size, 64))
+    with pytest.raises(ValueError, match="vocab_size"):
+        Trainer(model, RandomTokens(CONFIG.vocab_size + 5, 8))
+    with pytest.raises(ValueError, match="lr must be"):
+        Trainer(model, RandomTokens(CONFIG.vocab_size, 8), lr=-1.0)
+
+
+def test_concurrent_use_from_threads_is_safe():
+    """Training in a background thread while the main thread runs the model: compute is
+    serialised (Numba's workqueue layer would abort on concurrent parallel launches)."""
+    trainer = make_trainer()
+    other = randomize_params(GPT(CONFIG), seed=2)
+    x = np.arange(16).reshape(2, 8) % CONFIG.vocab_size
+    expected = other.forward(x)[0].copy()
+    errors = []
+
+    def train():
+        try:
+            trainer.run(20)
+        except Exception as exc:   # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=train)
+    thread.start()
+    results = [other.forward(x)[0].copy() for _ in range(20)]
+    thread.join()
+    assert not errors
+    assert trainer.step_count == 20
+    for result in results:
+        np.testing.assert_array_equal(result, expected)
