@@ -4,6 +4,12 @@ from . import kernels
 from .config import GPTConfig
 from .model import GPT
 from .trainer import TrainConfig, Trainer
+from .checkpoint import Checkpoint, load, load_params, save
+from .hf import from_hf_state_dict, load_hf, save_hf, to_hf_state_dict
+from .llmc import load_llmc, save_llmc
 
-__all__ = ["GPT", "GPTConfig", "TrainConfig", "Trainer", "kernels"]
+__all__ = ["GPT", "GPTConfig", "TrainConfig", "Trainer", "kernels",
+           "save", "load", "Checkpoint", "load_params",
+           "save_hf", "load_hf", "to_hf_state_dict", "from_hf_state_dict",
+           "save_llmc", "load_llmc"]
 __version__ = "0.1.0"
