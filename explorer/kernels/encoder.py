@@ -26,7 +26,7 @@ def encoder_backward(dwte, dwpe, dout, idx):
     whose gradient is already in dwte; and one token may appear at many positions).
     Serial on purpose: two positions with the same token would race on dwte[token]."""
     B, T, C = dout.shape
-    dwpe[:T] = 0.0
+    dwpe[:] = 0.0
     for b in range(B):
         for t in range(T):
             token = idx[b, t]

@@ -16,11 +16,37 @@ from numba import prange
 from ._compile import kernel, rows
 
 
+@kernel(parallel=True)
+def add_bias(out, bias):
+    """out[n, :] += bias, rows split across threads."""
+    N, OC = out.shape
+    for n in prange(N):
+        for o in range(OC):
+            out[n, o] += bias[o]
+
+
+@kernel(parallel=True)
+def bias_gradient(dbias, dout):
+    """dbias[o] = sum_n dout[n, o]; each thread sums a block of rows, then blocks are added."""
+    N, OC = dout.shape
+    blocks = 8
+    partial = np.zeros((blocks, OC), np.float32)
+    for blk in prange(blocks):
+        for n in range(blk * N // blocks, (blk + 1) * N // blocks):
+            for o in range(OC):
+                partial[blk, o] += dout[n, o]
+    for o in range(OC):
+        dbias[o] = 0.0
+    for blk in range(blocks):
+        for o in range(OC):
+            dbias[o] += partial[blk, o]
+
+
 def matmul_forward(out, inp, weight, bias):
     out, inp = rows(out), rows(inp)
     np.matmul(inp, weight.T, out=out)
     if bias is not None:
-        out += bias
+        add_bias(out, bias)
 
 
 def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
@@ -30,7 +56,7 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
     np.matmul(dout, weight, out=dinp)
     np.matmul(dout.T, inp, out=dweight)
     if dbias is not None:
-        np.sum(dout, axis=0, out=dbias)
+        bias_gradient(dbias, dout)
 
 
 @kernel(parallel=True)

@@ -34,7 +34,8 @@ def encoder_backward(dout, idx, vocab_size):
     """This call's contributions (dwte (V, C), dwpe (T, C)) from dout (B, T, C).
 
     The shipped kernel ADDS the dwte contribution into its buffer (the tied LM head's
-    gradient is already there) and writes rows :T of its (maxT, C) dwpe."""
+    gradient is already there) and writes all of its (maxT, C) dwpe: rows :T from this
+    batch, zeros past T (positions the batch did not use get no gradient)."""
     dwte = np.zeros((vocab_size, dout.shape[-1]), dout.dtype)
     np.add.at(dwte, idx, dout)      # a token seen at several positions collects them all
     dwpe = dout.sum(axis=0)         # position t is used once per batch row
@@ -269,7 +270,7 @@ def _encoder_args(rng, s, dtype, backward):
 
 def _encoder_backward_expected(a):
     dwte, dwpe = encoder_backward(a["dout"], a["idx"], a["dwte"].shape[0])
-    full_dwpe = a["dwpe"].copy()
+    full_dwpe = np.zeros_like(a["dwpe"])
     full_dwpe[:dwpe.shape[0]] = dwpe
     return {"dwte": a["dwte"] + dwte, "dwpe": full_dwpe}   # dwte accumulates
 
@@ -354,9 +355,7 @@ KERNEL_SPECS = {
         lambda a: {"out": encoder_forward(a["idx"], a["wte"], a["wpe"])}, ("out",)),
     "encoder_backward": KernelSpec(
         lambda rng, s, dt: _encoder_args(rng, s, dt, backward=True),
-        _encoder_backward_expected, ("dwte", "dwpe"),
-        # rows of dwpe past T belong to positions this batch did not use
-        masks=lambda a: {"dwpe": np.arange(len(a["dwpe"]))[:, None] < a["dout"].shape[1]}),
+        _encoder_backward_expected, ("dwte", "dwpe")),
     "layernorm_forward": KernelSpec(
         lambda rng, s, dt: _layernorm_args(rng, s, dt, backward=False),
         lambda a: _named(("out", "mean", "rstd"), layernorm_forward(a["inp"], a["weight"], a["bias"])),
