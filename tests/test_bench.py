@@ -1,0 +1,114 @@
+"""The benchmark harness runs end to end and reports sane numbers (no timing assertions:
+a test machine's speed proves nothing; `explorer bench` is where speed is measured)."""
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from explorer import GPT, GPTConfig, bench
+
+ROOT = Path(__file__).resolve().parent.parent
+# a model small enough that each worker process is mostly Python start-up
+MICRO = bench.BenchConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=37, block_size=8,
+                          batch_size=2, seq_len=8, warmup=1, steps=2)
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def test_param_count_matches_the_model_and_gpt2():
+    cfg = bench.get_config("tiny")
+    model = GPT(GPTConfig(cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cfg.block_size))
+    assert bench.count_params(cfg) == model.num_parameters(exclude_position_embedding=True)
+    assert bench.count_params(cfg, exclude_position_embedding=False) == model.num_params
+    # GPT-2 124M has 124,439,808 parameters, 1024 * 768 of them in the position table
+    assert bench.count_params(bench.get_config("gpt2-124M")) == 124_439_808 - 1024 * 768
+
+
+def test_step_flops_formula():
+    cfg = bench.get_config("small")
+    N, B, T, L, C = bench.count_params(cfg), 16, 256, 6, 384
+    assert bench.step_flops(cfg) == 6 * N * B * T + 12 * L * C * T * B * T
+
+
+def test_unknown_config_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown bench config 'huge'.*tiny, small, 124m"):
+        bench.get_config("huge")
+
+
+def test_random_tokens_batches():
+    import numpy as np
+
+    x, y = bench.RandomTokens(37, 8).get_batch("train", 3, 8, np.random.default_rng(0))
+    assert x.shape == y.shape == (3, 8) and x.dtype == y.dtype == np.int64
+    assert x.min() >= 0 and y.max() < 37
+    assert (x[:, 1:] == y[:, :-1]).all()          # targets are the inputs shifted by one
+
+
+def _check_runs(summary, flops):
+    for framework in ("explorer", "torch") if HAS_TORCH else ("explorer",):
+        s = summary[framework]
+        assert 0 < s["min_ms"] <= s["median_ms"] < 60_000
+        assert math.isclose(s["gflops"], flops / (s["median_ms"] / 1e3) / 1e9)
+        assert 0 < s["percent_of_peak"]
+        # random tokens: the first loss of a fresh GPT-2 init is close to ln(V)
+        assert abs(s["first_loss"] - math.log(MICRO.vocab_size)) < 0.3, s["first_loss"]
+
+
+def test_run_bench_on_a_micro_config(monkeypatch):
+    monkeypatch.setitem(bench.CONFIGS, "micro", MICRO)   # workers receive the config itself
+    lines = []
+    report = bench.run_bench(["micro"], rounds=1, startup=False, gemm_sizes=(128,), log=lines.append)
+    entry = report["configs"]["micro"]
+    _check_runs(entry["summary"], entry["flops_per_step"])
+    assert len(entry["runs"]["explorer"][0]["step_s"]) == MICRO.steps
+    info = entry["runs"]["explorer"][0]
+    assert info["numba_threading_layer"] in ("omp", "tbb", "workqueue")
+    assert info["numba_threads"] >= 1 and info["env"]["OMP_WAIT_POLICY"]
+    assert report["gemm_peak"]["gflops"] > 0
+    if HAS_TORCH:
+        assert report["torch_note"] is None
+        assert entry["summary"]["ratio_explorer_over_torch"] > 0
+        # PyTorch runs with its own defaults, not explorer's thread settings
+        assert entry["runs"]["torch"][0]["env"]["OMP_WAIT_POLICY"] is None
+    text = bench.format_report(report)
+    assert "micro" in text and "GFLOP/s" in text
+    assert any("micro round 1/1 explorer" in line for line in lines)
+
+
+def test_without_torch_the_bench_says_so_and_times_explorer(monkeypatch):
+    monkeypatch.setattr(bench, "TORCH_SCRIPT", ROOT / "benchmarks" / "no_such_file.py")
+    monkeypatch.setitem(bench.CONFIGS, "micro", MICRO)
+    report = bench.run_bench(["micro"], rounds=1, startup=False, gemm_sizes=(128,), log=lambda s: None)
+    assert "timing explorer alone" in report["torch_note"]
+    assert report["configs"]["micro"]["runs"]["torch"] == []
+    assert "NOTE: " in bench.format_report(report)
+
+
+def test_cli_writes_json(tmp_path):
+    """The command line end to end, through the module's own entry point."""
+    out = tmp_path / "bench.json"
+    done = subprocess.run([sys.executable, "-m", "explorer.bench", "--configs", "tiny", "--rounds", "1",
+                           "--steps", "1", "--warmup", "1", "--no-torch", "--no-startup", "--gemm-sizes", "256", "--json", str(out)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["configs"]["tiny"]["summary"]["explorer"]["median_ms"] > 0
+    assert "tiny" in done.stdout and "explorer ms" in done.stdout
+
+
+def test_cli_rejects_bad_options():
+    with pytest.raises(SystemExit, match="--rounds must be at least 1, got 0"):
+        bench.main_bench(["--rounds", "0"])
+    with pytest.raises(SystemExit, match="unknown bench config 'nope'"):
+        bench.main_bench(["--configs", "tiny,nope"])
+
+
+def test_startup_measurement_with_the_current_cache():
+    """Warm start and one kernel recompiled (the cold case takes ~20 s: left to the bench)."""
+    r = bench.measure_startup(MICRO, cold=False)["warm"]
+    assert 0 < r["import_s"] < r["import_and_first_step_s"] <= r["whole_worker_s"] < r["process_s"]
+    assert r["recompile_s"] > 0 and r["step_with_new_kernel_s"] > 0
+    assert "recompile one kernel" in "\n".join(bench._startup_lines({"warm": r}))
