@@ -12,11 +12,38 @@ portable `workqueue` threading layer (the only one on macOS pip wheels) aborts t
 process when two threads launch parallel kernels at once, so we serialise them.
 """
 import os
+import sys
 import threading
+import warnings
 
+
+def _openmp_already_started():
+    """True when some library (PyTorch, scikit-learn...) loaded an OpenMP runtime before us:
+    it has read its wait policy already, and its threads will spin against ours."""
+    if "OMP_WAIT_POLICY" in os.environ:
+        return False            # whoever started it saw the policy we want (or the user's)
+    try:
+        with open("/proc/self/maps") as maps:
+            return any("libgomp" in line or "libiomp" in line for line in maps)
+    except OSError:             # not Linux: fall back to the usual suspect
+        return "torch" in sys.modules
+
+
+_LATE = _openmp_already_started()
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "1")
 os.environ.setdefault("KMP_BLOCKTIME", "0")
+
+if _LATE:
+    # Measured on 2 cores: with torch imported first, Numba's OpenMP layer made a training
+    # step 2-3x slower; Numba's own `workqueue` layer does not spin and loses far less.
+    import numba
+
+    numba.config.THREADING_LAYER = "workqueue"
+    warnings.warn("an OpenMP runtime was loaded before explorer (e.g. `import torch` came first), "
+                  "so explorer switched Numba to its slower 'workqueue' threads. For full speed, "
+                  "`import explorer` first, or set OMP_WAIT_POLICY=PASSIVE before starting Python.",
+                  RuntimeWarning, stacklevel=3)
 
 #: One lock around every compiled computation (re-entrant: the trainer holds it while the
 #: model it calls takes it again).
