@@ -195,6 +195,10 @@ def startup_worker(t_start, t_imported, cfg, recompile):
 # --------------------------------------------------------------------- launching workers
 def _run_worker(cmd, env=None, timeout=1800):
     """Run a worker process; return its result dict (parsed from its last marked line)."""
+    env = dict(os.environ if env is None else env)
+    # the workers import this very copy of explorer, installed or not
+    package_parent = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     for line in reversed(done.stdout.splitlines()):
         if line.startswith(RESULT_MARK):

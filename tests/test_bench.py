@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from explorer import GPT, GPTConfig, bench
@@ -39,8 +40,6 @@ def test_unknown_config_is_a_clear_error():
 
 
 def test_random_tokens_batches():
-    import numpy as np
-
     x, y = bench.RandomTokens(37, 8).get_batch("train", 3, 8, np.random.default_rng(0))
     assert x.shape == y.shape == (3, 8) and x.dtype == y.dtype == np.int64
     assert x.min() >= 0 and y.max() < 37
@@ -112,3 +111,25 @@ def test_startup_measurement_with_the_current_cache():
     assert 0 < r["import_s"] < r["import_and_first_step_s"] <= r["whole_worker_s"] < r["process_s"]
     assert r["recompile_s"] > 0 and r["step_with_new_kernel_s"] > 0
     assert "recompile one kernel" in "\n".join(bench._startup_lines({"warm": r}))
+
+
+def test_profiler_attributes_every_kernel_call_to_an_op(monkeypatch):
+    spec = importlib.util.spec_from_file_location("profile_step", ROOT / "benchmarks" / "profile_step.py")
+    profile_step = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile_step)
+    monkeypatch.setitem(bench.CONFIGS, "micro", MICRO)
+    result = profile_step.profile("micro", steps=1, warmup=1)
+    ops = {(o["op"], o["kernel"]): o for o in result["ops"]}
+    # one entry per distinct op, layers folded together; trainer-level kernels too
+    assert ("blocks.*.attn", "attention_forward") in ops
+    assert ("lm_head.backward", "matmul_backward") in ops
+    assert ("trainer", "adamw_update") in ops and ("trainer", "grad_norm") in ops
+    assert all(o["ms"] >= 0 for o in result["ops"])
+    assert ops[("blocks.*.mlp.fc", "matmul_forward")]["gflops"] > 0
+    # the kernels' time fits inside the step they ran in
+    assert sum(o["ms"] for o in result["ops"]) <= result["profiled_step_ms"] * 1.01
+    assert "other: Python" in profile_step.format_profile(result)
+    # matmul work from shapes: forward 2*N*C*OC, backward twice that
+    rec = type("R", (), {"kernel": "matmul_forward", "outputs": {},
+                         "inputs": {"inp": np.zeros((2, 3, 4)), "weight": np.zeros((5, 4))}})
+    assert profile_step.op_flops(rec) == 2 * 6 * 4 * 5
