@@ -12,7 +12,6 @@ non-shipped adamw_update is registered, which a wrapper would trigger; so adamw_
 timed separately, by calling the shipped kernel on buffers of the same size after the steps.
 """
 import argparse
-import json
 import re
 import statistics
 import sys
@@ -23,7 +22,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 import explorer  # noqa: E402  (first: sets thread settings before numpy loads)
-import numpy as np  # noqa: E402
 from explorer import kernels  # noqa: E402
 from explorer.bench import _make_trainer, get_config, write_json  # noqa: E402
 

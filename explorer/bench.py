@@ -1,7 +1,8 @@
 """How fast is a training step? explorer against PyTorch eager, side by side.
 
     explorer bench --configs tiny,small --rounds 3          # the CLI
-    python -m explorer.bench --configs tiny --profile       # the same, plus where the time goes
+    python -m explorer.bench --configs tiny --rounds 1      # the same, without the CLI
+    python benchmarks/profile_step.py --configs tiny        # where explorer's time goes
 
 A training step is forward + backward + gradient clipping + AdamW, on random tokens. Each
 framework runs in its own process (so neither sees the other's thread pools or caches),
@@ -23,7 +24,6 @@ holds the PyTorch model) the bench times explorer alone and says so.
 import argparse
 import importlib.util
 import json
-import math
 import os
 import statistics
 import subprocess

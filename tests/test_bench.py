@@ -126,8 +126,9 @@ def test_profiler_attributes_every_kernel_call_to_an_op(monkeypatch):
     assert ("trainer", "adamw_update") in ops and ("trainer", "grad_norm") in ops
     assert all(o["ms"] >= 0 for o in result["ops"])
     assert ops[("blocks.*.mlp.fc", "matmul_forward")]["gflops"] > 0
-    # the kernels' time fits inside the step they ran in
-    assert sum(o["ms"] for o in result["ops"]) <= result["profiled_step_ms"] * 1.01
+    # the timed kernels ran inside the step's own timer (adamw_update is timed apart)
+    inside = sum(o["ms"] for o in result["ops"] if o["kernel"] != "adamw_update")
+    assert 0 < inside <= result["profiled_step_ms"]
     assert "other: Python" in profile_step.format_profile(result)
     # matmul work from shapes: forward 2*N*C*OC, backward twice that
     rec = type("R", (), {"kernel": "matmul_forward", "outputs": {},
