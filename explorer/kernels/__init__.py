@@ -39,9 +39,11 @@ _SHIPPED = {
 VARIANTS = {
     "matmul_forward": {"blas": matmul.matmul_forward, "loops": matmul.matmul_forward_loops},
     "matmul_backward": {"blas": matmul.matmul_backward, "loops": matmul.matmul_backward_loops},
-    "attention_forward": {"blas": attention.attention_forward,
+    "attention_forward": {"fused": attention.attention_forward,
+                          "blas": attention.attention_forward_blas,
                           "loops": attention.attention_forward_loops},
-    "attention_backward": {"blas": attention.attention_backward,
+    "attention_backward": {"fused": attention.attention_backward,
+                           "blas": attention.attention_backward_blas,
                            "loops": attention.attention_backward_loops},
 }
 
