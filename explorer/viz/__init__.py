@@ -1,0 +1,24 @@
+"""Views: widgets that show a model and its training, one view per module.
+
+Views subscribe to a Trainer's events (or read a model's record); they never own training.
+Names load on first use, so `import explorer` stays light without Jupyter.
+"""
+import importlib
+
+_WHERE = {
+    "TrainingDashboard": "dashboard",
+    "AttentionExplorer": "attention",
+    "GradientFlow": "gradients",
+    "StepThrough": "stepthrough",
+    "TokenView": "tokens",
+    "SamplingView": "tokens",
+}
+
+
+def __getattr__(name):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'explorer.viz' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+
+
+__all__ = list(_WHERE)
