@@ -1,0 +1,277 @@
+"""Tokens and sampling: what the model reads, and what it would write next.
+
+    TokenView(tokenizer, "Hello world")                    # text coloured token by token
+    TokenView({"char": char_tok, "gpt2": GPT2Tokenizer()}, text)   # tokenizers side by side
+    SamplingView(model, tokenizer, prompt="ROMEO:")        # next-token bars, sample, generate
+
+Every piece of text that reaches the browser is escaped (html.escape): a token such as "<s>"
+or "</div>" must show as text, not be read as markup.
+"""
+import codecs
+import html
+
+import ipywidgets as widgets
+import numpy as np
+import plotly.graph_objects as go
+
+from .._runtime import compute_lock
+from ..generate import _prefill
+
+# neighbouring tokens alternate between these backgrounds so every boundary is visible
+PALETTE = ("#fde2a7", "#b8e0f6", "#c9ecc1", "#f6c6d8")
+GENERATED = "#ffd1d1"   # the background of sampled tokens in the SamplingView
+_VISIBLE_WHITESPACE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}
+
+
+def token_label(text):
+    """A token's text as an axis or bar label: whitespace made visible (' ' -> '␣',
+    newline -> '↵'), then HTML-escaped."""
+    return html.escape("".join(_VISIBLE_WHITESPACE.get(ch, ch) for ch in text))
+
+
+def token_labels(tokenizer, ids):
+    """Escaped labels for a list of ids (the ids themselves without a tokenizer)."""
+    ids = [int(i) for i in ids]
+    if tokenizer is None:
+        return [str(i) for i in ids]
+    return [token_label(s) for s in tokenizer.token_strings(ids)]
+
+
+def token_pieces(tokenizer, ids):
+    """[(text, [ids])]: the text each token stands for, in order; "".join of the texts is the
+    decoded text. A byte-level BPE can split one character over several tokens (an emoji is
+    often 2-3 tokens); those tokens share one piece, since no part of them is text alone."""
+    ids = [int(i) for i in ids]
+    if not hasattr(tokenizer, "token_bytes"):   # e.g. characters: every token is text
+        return [(text, [i]) for text, i in zip(tokenizer.token_strings(ids), ids)]
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pieces, text, group = [], "", []
+    for i in ids:
+        text += decoder.decode(tokenizer.token_bytes(i))
+        group.append(i)
+        if decoder.getstate()[0] == b"":       # no bytes of an unfinished character pending
+            pieces.append((text, group))
+            text, group = "", []
+    if group:
+        pieces.append((text + decoder.decode(b"", final=True), group))
+    return pieces
+
+
+def tokens_html(tokenizer, ids, generated_from=None):
+    """The tokens as coloured <span>s with the ids and token text on hover (title). Tokens
+    from index `generated_from` on are marked as sampled."""
+    spans, index = [], 0
+    for n, (text, group) in enumerate(token_pieces(tokenizer, ids)):
+        sampled = generated_from is not None and index >= generated_from
+        colour = GENERATED if sampled else PALETTE[n % len(PALETTE)]
+        what = " + ".join(str(i) for i in group)
+        title = (f"id {what}: {text!r}" if len(group) == 1 else
+                 f"ids {what}: {text!r} (one character split over {len(group)} tokens)")
+        spans.append(f'<span title="{html.escape(title, quote=True)}" style="background:{colour};'
+                     f'border-radius:2px">{html.escape(text)}</span>')
+        index += len(group)
+    return ('<div style="font-family:monospace;white-space:pre-wrap;line-height:1.7">'
+            + "".join(spans) + "</div>")
+
+
+class TokenView:
+    """Text coloured by token, for one tokenizer or several side by side (a dict name ->
+    tokenizer). Edit the text box to retokenize."""
+
+    def __init__(self, tokenizer, text=""):
+        self.tokenizers = dict(tokenizer) if isinstance(tokenizer, dict) else {"": tokenizer}
+        if not self.tokenizers:
+            raise ValueError("TokenView needs a tokenizer, or a dict of name -> tokenizer; got {}")
+        self.text_box = widgets.Textarea(value=text, continuous_update=False,
+                                         layout=widgets.Layout(width="100%"))
+        self.outputs = {name: widgets.HTML() for name in self.tokenizers}
+        self.text_box.observe(lambda change: self._render(), names="value")
+        self._render()
+        rows = [widgets.VBox([widgets.HTML(f"<b>{html.escape(name)}</b>"), out]) if name else out
+                for name, out in self.outputs.items()]
+        self.widget = widgets.VBox([self.text_box, *rows])
+
+    @property
+    def text(self):
+        return self.text_box.value
+
+    def ids(self, name=""):
+        return self.tokenizers[name].encode(self.text)
+
+    def pieces(self, name=""):
+        return token_pieces(self.tokenizers[name], self.ids(name))
+
+    def _render(self):
+        for name, tokenizer in self.tokenizers.items():
+            self.outputs[name].value = self._html_for(tokenizer)
+
+    def _html_for(self, tokenizer):
+        try:
+            ids = tokenizer.encode(self.text)
+        except ValueError as e:   # e.g. a character outside a char tokenizer's alphabet
+            return f'<span style="color:#b00">{html.escape(str(e))}</span>'
+        ratio = len(self.text) / len(ids) if ids else 0.0
+        summary = (f"<small>{len(ids)} tokens, {len(self.text)} characters "
+                   f"({ratio:.2f} characters per token)</small>")
+        return tokens_html(tokenizer, ids) + summary
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        # without a widget manager (GitHub, nbviewer) the coloured text still shows
+        bundle["text/html"] = "".join(out.value for out in self.outputs.values())
+        return bundle
+
+
+def compare_tokenizers(text, **tokenizers):
+    """compare_tokenizers(text, char=..., gpt2=...): one TokenView with a row per tokenizer."""
+    return TokenView(tokenizers, text)
+
+
+# --------------------------------------------------------------------- sampling
+def next_token_distribution(logits, temperature=1.0, top_k=None):
+    """Probabilities (V,) that sampling draws from: softmax(logits / temperature) over the
+    top_k largest logits (ties at the k-th value kept), zero elsewhere. temperature 0 puts all
+    the mass on the most likely token (greedy)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature < 0 or not np.isfinite(temperature):
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if temperature == 0:
+        probs = np.zeros_like(logits)
+        probs[np.argmax(logits)] = 1.0
+        return probs
+    scaled = logits / temperature
+    if top_k and top_k < len(scaled):
+        kth = np.partition(scaled, -top_k)[-top_k]
+        scaled = np.where(scaled < kth, -np.inf, scaled)
+    probs = np.exp(scaled - scaled.max())
+    return probs / probs.sum()
+
+
+def _start_token(tokenizer):
+    """GPT-2's <|endoftext|> id, which begins every document it saw, or None."""
+    try:
+        ids = tokenizer.encode("<|endoftext|>")
+    except ValueError:
+        return None
+    return ids[0] if len(ids) == 1 else None
+
+
+class SamplingView:
+    """The next-token distribution for a prompt, as bars (top `n_bars`), after temperature and
+    top-k; "Next token" samples one from exactly those bars, "Generate 50" continues with
+    model.generate, "Reset" goes back to the prompt and the seed. Runs through the KV-cache
+    path of explorer.generate, so model.acts / model.trace (what other views show) are kept."""
+
+    def __init__(self, model, tokenizer, prompt="", seed=0, temperature=1.0, top_k=0,
+                 n_bars=20, burst=50):
+        self.model, self.tokenizer, self.seed = model, tokenizer, seed
+        self.n_bars, self.burst = min(n_bars, model.config.vocab_size), burst
+        self.prompt_box = widgets.Text(value=prompt, description="prompt",
+                                       continuous_update=False)
+        self.temperature = widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
+                                               description="temperature")
+        self.top_k = widgets.IntSlider(value=top_k, min=0, max=model.config.vocab_size,
+                                       description="top-k (0: off)")
+        self.next_button = widgets.Button(description="Next token")
+        self.burst_button = widgets.Button(description=f"Generate {burst}")
+        self.reset_button = widgets.Button(description="Reset")
+        self.text = widgets.HTML()
+        self.figure = self._make_figure()
+        self.next_button.on_click(lambda _: self.next_token())
+        self.burst_button.on_click(lambda _: self.generate())
+        self.reset_button.on_click(lambda _: self.reset())
+        self.prompt_box.observe(lambda _: self.reset(), names="value")
+        for slider in (self.temperature, self.top_k):
+            slider.observe(lambda _: self._show(), names="value")
+        self.widget = widgets.VBox([
+            self.prompt_box, widgets.HBox([self.temperature, self.top_k]),
+            widgets.HBox([self.next_button, self.burst_button, self.reset_button]),
+            self.text, self.figure])
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self):
+        """Back to the prompt, and to the seed: the same clicks give the same text again."""
+        self.rng = np.random.default_rng(self.seed)
+        self.prompt_ids = list(self.tokenizer.encode(self.prompt_box.value))
+        if not self.prompt_ids and _start_token(self.tokenizer) is not None:
+            self.prompt_ids = [_start_token(self.tokenizer)]
+        self.tokens = list(self.prompt_ids)
+        self._update_logits()
+        self._show()
+
+    def probabilities(self):
+        """The distribution the bars show and the next token is drawn from (V,)."""
+        if self._logits is None:
+            return None
+        return next_token_distribution(self._logits, self.temperature.value, self.top_k.value)
+
+    def next_token(self):
+        """Append one token sampled from probabilities()."""
+        probs = self.probabilities()
+        if probs is None:
+            return None
+        token = int(self.rng.choice(len(probs), p=probs))
+        self.tokens.append(token)
+        self._update_logits()
+        self._show()
+        return token
+
+    def generate(self, n=None):
+        """Append n (default: burst) tokens with model.generate, seeded from this view's rng."""
+        n = self.burst if n is None else n
+        if not self.tokens:
+            return []
+        context = np.array([self.tokens[-self.model.config.block_size:]])
+        out = self.model.generate(context, n, temperature=self.temperature.value,
+                                  top_k=self.top_k.value or None,
+                                  seed=int(self.rng.integers(2**31)))
+        new = [int(t) for t in out[0, context.shape[1]:]]
+        self.tokens.extend(new)
+        self._update_logits()
+        self._show()
+        return new
+
+    def _update_logits(self):
+        """Logits of the position after the last token (None without any token)."""
+        if not self.tokens:
+            self._logits = None
+            return
+        context = np.array([self.tokens[-self.model.config.block_size:]], dtype=np.int64)
+        self.model._check_tokens(context, "prompt")   # a clear error for ids outside the vocab
+        with compute_lock:
+            _, logits = _prefill(self.model, context)
+        self._logits = logits[0].astype(np.float64)
+
+    # ------------------------------------------------------------------ display
+    def _make_figure(self):
+        fig = go.FigureWidget(go.Bar(x=[], y=[], orientation="h", marker_color="#4c78a8",
+                                     hovertemplate="%{text}<extra></extra>"))
+        fig.update_layout(height=40 + 22 * self.n_bars, width=520,
+                          margin=dict(l=90, r=20, t=30, b=30),
+                          title="next-token probabilities (top %d)" % self.n_bars,
+                          xaxis=dict(range=[0, 1], title="probability"),
+                          yaxis=dict(autorange="reversed", tickmode="array"))
+        return fig
+
+    def _show(self):
+        if self._logits is None:
+            self.text.value = ("<i>Type a prompt: the model needs at least one token to "
+                               "predict the next one.</i>")
+            with self.figure.batch_update():
+                self.figure.data[0].update(x=[], y=[], text=[])
+            return
+        self.text.value = tokens_html(self.tokenizer, self.tokens, len(self.prompt_ids))
+        probs = self.probabilities()
+        top = np.argsort(-probs, kind="stable")[:self.n_bars]
+        labels = token_labels(self.tokenizer, top)
+        hover = [f"id {i}: {label}<br>p = {probs[i]:.4f}" for i, label in zip(top, labels)]
+        with self.figure.batch_update():
+            self.figure.data[0].update(x=probs[top], y=np.arange(len(top)), text=hover,
+                                       textposition="none")
+            self.figure.layout.yaxis.update(tickvals=list(range(len(top))), ticktext=labels)
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/html"] = self.text.value   # the text so far, for static renderings
+        return bundle
