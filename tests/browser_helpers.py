@@ -1,0 +1,227 @@
+"""Drive JupyterLab in Debian's Chromium through Playwright (Python): start a private server,
+open a notebook, Run All, wait, and read what a person would see.
+
+Everything here waits on what the page shows (a prompt number, a status text), never on a
+fixed sleep, so a slow machine makes the test slower, not flaky.
+"""
+import json
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+# A fresh JupyterLab says nothing unprompted (no news, no update check) and never writes
+# the notebook back to disk: the test runs copies, but autosave would still be noise.
+LAB_SETTINGS = {
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
+        {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class JupyterLab:
+    """A JupyterLab server on 127.0.0.1 with its own config, runtime, data and settings folders
+    under `home`, serving `root`. Use as a context manager: the server (and its kernels) always
+    stop on exit."""
+
+    def __init__(self, root: Path, home: Path, env: dict, log_path: Path):
+        self.root, self.home, self.env, self.log_path = Path(root), Path(home), dict(env), log_path
+        self.token = secrets.token_hex(16)
+        self.port = free_port()
+        self.process = None
+
+    @property
+    def base(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path):
+        return f"{self.base}/{path}?token={self.token}"
+
+    def __enter__(self):
+        self._write_settings()
+        folders = {name: self.home / name for name in ("config", "runtime", "data", "settings",
+                                                       "workspaces", "ipython")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        self.env.update(JUPYTER_CONFIG_DIR=str(folders["config"]),
+                        JUPYTER_RUNTIME_DIR=str(folders["runtime"]),
+                        JUPYTER_DATA_DIR=str(folders["data"]),
+                        JUPYTERLAB_SETTINGS_DIR=str(folders["settings"]),
+                        JUPYTERLAB_WORKSPACES_DIR=str(folders["workspaces"]),
+                        IPYTHONDIR=str(folders["ipython"]))
+        command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+                   "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
+                   "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
+                   f"--ServerApp.root_dir={self.root}", "--ServerApp.terminals_enabled=False"]
+        self._log = open(self.log_path, "w")
+        # Its own process group, so stopping it also stops the kernels it started.
+        self.process = subprocess.Popen(command, env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_until_ready(timeout=90)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _write_settings(self):
+        for relative, values in LAB_SETTINGS.items():
+            path = self.home / "settings" / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values))
+
+    def _wait_until_ready(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"JupyterLab exited with code {self.process.returncode} before it "
+                                   f"was ready:\n{self.log_tail()}")
+            try:
+                self.api("status")
+                return
+            except (urllib.error.URLError, ConnectionError, OSError):
+                time.sleep(0.25)
+        raise TimeoutError(f"JupyterLab did not answer /api/status within {timeout} s:\n{self.log_tail()}")
+
+    def api(self, path, method="GET"):
+        request = urllib.request.Request(self.url(f"api/{path}"), method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def log_tail(self, chars=4000):
+        try:
+            return self.log_path.read_text()[-chars:]
+        except OSError:
+            return "(no server log)"
+
+    def __exit__(self, *exc):
+        if self.process is None:
+            return
+        try:        # shut kernels down politely first; the process group is the backstop
+            for kernel in self.api("kernels"):
+                self.api(f"kernels/{kernel['id']}", method="DELETE")
+        except Exception:
+            pass
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        _kill_group(self.process.pid)
+        self._log.close()
+        self.process = None
+
+
+def _kill_group(pgid):
+    """Stop anything left in the server's own process group (a kernel it failed to stop)."""
+    import os
+    import signal
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def launch_chromium(playwright, profile_dir):
+    return playwright.chromium.launch_persistent_context(
+        str(profile_dir), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
+        viewport={"width": 1400, "height": 1000})
+
+
+# ----------------------------------------------------------------------------- notebook page
+KERNEL_READY_JS = """() => {
+    const name = document.querySelector('.jp-NotebookPanel .jp-Toolbar-kernelName');
+    const state = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator');
+    return !!name && !!state && name.textContent.trim() !== '' &&
+           !/no kernel/i.test(name.textContent) && state.dataset.status === 'idle';
+}"""
+
+ALL_CELLS_RAN_JS = """() => {
+    const prompts = Array.from(document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt'));
+    const state = document.querySelector('.jp-NotebookPanel .jp-Notebook-ExecutionIndicator');
+    return prompts.length > 0 && prompts.every(p => /^\\[\\d+\\]:?$/.test(p.textContent.trim())) &&
+           !!state && state.dataset.status === 'idle';
+}"""
+
+
+def open_notebook(page, lab, relative_path, timeout_s=90):
+    """Open a notebook and wait until its kernel has started and is idle. (For about a second
+    after opening, the indicator says idle while there is no kernel yet: Run All then would
+    open a "Select Kernel" dialog; hence the check of the kernel's name too, held twice.)"""
+    page.goto(lab.url(f"lab/tree/{relative_path}"))
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout_s * 1000)
+    for _ in range(2):
+        page.wait_for_function(KERNEL_READY_JS, timeout=timeout_s * 1000, polling=250)
+        page.wait_for_timeout(500)
+
+
+def run_all_cells(page):
+    """Run > Run All Cells, through the menu as a person would."""
+    page.locator(".lm-MenuBar-item").filter(has_text=re.compile(r"^\s*Run\s*$")).click()
+    page.locator(".lm-Menu-item .lm-Menu-itemLabel").filter(
+        has_text=re.compile(r"^\s*Run All Cells\s*$")).click()
+
+
+def wait_until_all_cells_ran(page, timeout_s):
+    """Every code cell shows [n] and the kernel is idle (twice, to let a queued cell start)."""
+    deadline = time.monotonic() + timeout_s
+    for _ in range(2):
+        left_ms = max(1000, (deadline - time.monotonic()) * 1000)
+        page.wait_for_function(ALL_CELLS_RAN_JS, timeout=left_ms, polling=250)
+        page.wait_for_timeout(500)
+
+
+PROBLEMS_JS = """() => {
+    const outputs = Array.from(document.querySelectorAll('.jp-OutputArea-output'));
+    const text = n => n.innerText || n.textContent || '';
+    // a drawn widget: the output holds the widget's own node (class jupyter-widgets)
+    const widgets = outputs.filter(n => n.querySelector(':scope > .jupyter-widgets'));
+    return {
+        errors: outputs.filter(n => n.dataset.mimeType === 'application/vnd.jupyter.stderr' &&
+                                    /Traceback|Error\\b/.test(text(n))).map(n => text(n).slice(-1500)),
+        widgetErrors: outputs.filter(n => /Error displaying widget/.test(text(n))).map(n => text(n).slice(0, 300)),
+        loading: outputs.filter(n => /Loading widget\\.\\.\\./.test(text(n))).length,
+        widgetOutputs: widgets.length,
+        emptyWidgets: widgets.filter(n => n.getBoundingClientRect().height < 5).length,
+        plotly: document.querySelectorAll('.jp-OutputArea .js-plotly-plot').length,
+    };
+}"""
+
+
+def page_problems(page):
+    """What is on the page: error outputs (tracebacks), widgets that failed or are still
+    loading, widget outputs with no height, and how many plotly figures were drawn."""
+    return page.evaluate(PROBLEMS_JS)
+
+
+def widgets_settled(page, timeout_s=60):
+    """Wait until no widget says "Loading widget..." (models arrive after the cell finished)."""
+    page.wait_for_function(
+        "() => !Array.from(document.querySelectorAll('.jp-OutputArea-output'))"
+        ".some(n => /Loading widget\\.\\.\\./.test(n.textContent))", timeout=timeout_s * 1000, polling=250)
+
+
+def output_containing(page, selector_or_text):
+    """The first cell output area holding `selector_or_text` (a CSS selector when it starts with
+    '.', else visible text)."""
+    outputs = page.locator(".jp-Cell-outputArea")
+    if selector_or_text.startswith("."):
+        return outputs.filter(has=page.locator(selector_or_text)).first
+    return outputs.filter(has_text=selector_or_text).first

@@ -1,0 +1,76 @@
+"""What the notebook tests share: which notebooks exist, the time each may take, the
+environment their kernels run in, and where tests leave files for people to look at."""
+import os
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = REPO / "notebooks"
+
+# The longest each notebook may run top to bottom (seconds, a fresh kernel, 2 CPU cores).
+# The tour's goal is under 2 minutes; the limit leaves room for Numba compiling every kernel
+# from an empty cache on a slow CI machine. A new notebook gets DEFAULT_TIME_LIMIT_S until it
+# states its own here.
+TIME_LIMITS_S = {
+    "00_tour.ipynb": 240,
+}
+DEFAULT_TIME_LIMIT_S = 300
+
+
+def notebooks():
+    """Every notebook in notebooks/, in course order (their names start with a number)."""
+    return sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+
+
+def time_limit_s(notebook: Path) -> int:
+    return TIME_LIMITS_S.get(notebook.name, DEFAULT_TIME_LIMIT_S)
+
+
+def kernel_env(base=None):
+    """Environment for a notebook's kernel: offline tokenizer files from ../shared/data, and
+    this checkout of `explorer` first on the path (whatever else is installed)."""
+    env = dict(os.environ if base is None else base)
+    env["TIKTOKEN_CACHE_DIR"] = str((REPO.parent / "shared" / "data" / "tiktoken_cache").resolve())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def artifacts_dir(kind: str) -> Path:
+    """A folder for screenshots, logs and executed notebooks: $TEST_ARTIFACTS/<kind> when set
+    (CI uploads it), else tests/artifacts/<kind>. The folder ignores itself in git."""
+    root = Path(os.environ.get("TEST_ARTIFACTS") or REPO / "tests" / "artifacts")
+    folder = root / kind
+    folder.mkdir(parents=True, exist_ok=True)
+    ignore = root / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# test output, never committed\n*\n")
+    return folder
+
+
+def on_ci() -> bool:
+    """CI sets CI=true (GitHub Actions, GitLab, ...): there a missing tool is a failure, not a skip."""
+    return os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+def python_kernel_spec():
+    """A kernel spec that runs ipykernel in *this* Python (the test's venv), not whatever
+    `python3` kernel a user or system folder happens to define."""
+    return {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+            "display_name": "Python 3 (explorer tests)", "language": "python"}
+
+
+def error_outputs(nb):
+    """Human-readable descriptions of every error in an executed notebook (nbformat node):
+    error outputs, and tracebacks printed to stderr (a widget callback or thread failing)."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        first_line = cell.source.strip().splitlines()[0] if cell.source.strip() else ""
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                found.append(f"cell {index} ({first_line!r}): {out.ename}: {out.evalue}")
+            elif out.output_type == "stream" and out.name == "stderr" and "Traceback" in out.text:
+                found.append(f"cell {index} ({first_line!r}) printed a traceback:\n{out.text[-2000:]}")
+    return found
