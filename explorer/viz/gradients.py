@@ -1,0 +1,300 @@
+"""Gradient flow and training health: is every layer learning, and at a sane speed?
+
+    GradientFlow(trainer)        # records on the trainer's steps (explorer.stats.GradientRecorder)
+    GradientFlow(recorder)       # a recorder you made (e.g. every=10 for a big model)
+    GradientFlow(model)          # no trainer: after model.backward(), call view.record()
+
+Four figures, each updated in place at most every `min_seconds` while training runs:
+  * gradient norms: a parameter x step heatmap (log10 ||dL/dp||, rows grouped by layer) and one
+    line per layer. A layer whose gradient is orders of magnitude below the others is hardly
+    learning (vanishing gradients); one far above is about to blow up.
+  * update-to-data ratio (log10) of every weight matrix, with the usual guide at -3: a step
+    should change a weight by roughly a thousandth of its size.
+  * histograms of activations and of |gradients| in one layer (pick it in the dropdown).
+  * GELU saturation, layernorm input statistics, and the residual stream and its gradient.
+Hover over anything for a one-sentence explanation.
+"""
+import html
+import threading
+
+import ipywidgets as widgets
+import numpy as np
+import plotly.graph_objects as go
+from plotly.colors import sample_colorscale
+from plotly.subplots import make_subplots
+
+from ..stats import ACT_EDGES, GRAD_EXPONENTS, HIST_TENSORS, GradientRecorder, log2_edges_as_log10
+from ._plotly import Throttle, static_copy, sync_saved_state
+
+GUIDE = -3.0     # log10 of the usual healthy update-to-data ratio
+
+EXPLAIN = {
+    "norm_map": "How hard the loss pulls on this parameter: the L2 norm of d loss / d parameter "
+                "(before clipping), on a log10 scale.",
+    "norm_line": "The norm of the gradient of all this layer's parameters together; a layer far "
+                 "below the others gets almost no learning signal.",
+    "ratio": "How much this step changed the weights, relative to their size; about -3 (a "
+             "thousandth) is healthy, far below learns slowly, far above is unstable.",
+    "act_hist": "Share of this tensor's values in the bin (values beyond the axis are counted "
+                "in the end bins).",
+    "grad_hist": "Share of this tensor's gradients whose size lies in the bin (each bin is a "
+                 "factor of 2; exact zeros are counted in the first).",
+    "saturated": "Share of GELU inputs with |x| > 3, where GELU is flat or plain linear and "
+                 "adds no non-linearity.",
+    "dead": "Share of GELU inputs below -3: the output is about 0 and almost no gradient "
+            "flows back through them.",
+    "ln": "Average std of the vectors entering this layernorm (it divides them by it); "
+          "the |mean| it subtracts is in brackets.",
+    "res": "Std of the residual stream after this block: each block adds its output to it.",
+    "res_grad": "Std of d loss / d residual stream here: the gradient signal that reaches this "
+                "depth on its way back.",
+}
+
+
+def _hover(explain, value):
+    """A hovertemplate: trace name, step and value, then the one-sentence explanation."""
+    return (f"<b>%{{fullData.name}}</b>, step %{{x}}<br>{value}<br>"
+            f"<i>{html.escape(explain)}</i><extra></extra>")
+
+
+def _palette(n):
+    return sample_colorscale("Viridis", [i / max(n - 1, 1) * 0.9 for i in range(n)])
+
+
+def _log10(x):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.log10(x)
+
+
+class GradientFlow:
+    def __init__(self, source, every=1, max_steps_kept=256, hist_every=10, min_seconds=0.5):
+        if isinstance(source, GradientRecorder):
+            self.recorder, self._owns_recorder = source, False
+        else:
+            if hasattr(source, "trainer") and hasattr(source, "pause"):
+                source = source.trainer      # a BackgroundTrainer: listen to its trainer
+            self.recorder = GradientRecorder(source, every=every, max_steps_kept=max_steps_kept,
+                                             hist_every=hist_every)
+            self._owns_recorder = True
+        self.trainer, self.model = self.recorder.trainer, self.recorder.model
+        self.n_layer = self.model.config.n_layer
+        self._throttle = Throttle(min_steps=1, min_seconds=min_seconds)
+        self._lock = threading.RLock()       # the training thread and the UI both draw
+        self._build()
+        self.recorder.add_listener(self._on_record)
+        if self.trainer is not None:
+            self.trainer.on("run_end", self._on_run_end)
+        self.refresh()
+
+    # ------------------------------------------------------------------ figures
+    def _build(self):
+        rec, L = self.recorder, self.n_layer
+        self.param_labels = [html.escape(n) for n in rec.param_names]
+        self.groups = rec.group_names()
+        colors = _palette(len(self.groups))
+        self.norms = go.FigureWidget(make_subplots(
+            rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.08,
+            subplot_titles=("gradient norm of each parameter (log10)", "gradient norm per layer")))
+        self.norms.add_trace(go.Heatmap(
+            x=[], y=self.param_labels, z=[], colorscale="Viridis", name="log10 |grad|",
+            colorbar=dict(title="log10", len=0.6, y=0.72),
+            hovertemplate=f"<b>%{{y}}</b>, step %{{x}}<br>log10 |grad| = %{{z:.2f}}<br>"
+                          f"<i>{html.escape(EXPLAIN['norm_map'])}</i><extra></extra>"), row=1, col=1)
+        for group, color in zip(self.groups, colors):
+            self.norms.add_trace(go.Scatter(x=[], y=[], mode="lines", name=html.escape(group),
+                                            line=dict(color=color),
+                                            hovertemplate=_hover(EXPLAIN["norm_line"], "|grad| = %{y:.3g}")),
+                                 row=2, col=1)
+        self.norms.update_yaxes(autorange="reversed", row=1, col=1)   # embedding at the top
+        self.norms.update_yaxes(type="log", row=2, col=1)
+        self.norms.update_xaxes(title_text="step", row=2, col=1)
+        self.norms.update_layout(height=560 + 6 * len(self.param_labels), margin=dict(l=10, r=10, t=40, b=10))
+
+        # update-to-data ratio of the weight matrices (biases and gains are left out: they are
+        # small and many, and their ratios say little)
+        self.ratio_params = [i for i, (_, shape) in enumerate(self.model.param_shapes) if len(shape) == 2]
+        self.ratio = go.FigureWidget()
+        colors = _palette(len(self.ratio_params))
+        for i, color in zip(self.ratio_params, colors):
+            self.ratio.add_trace(go.Scatter(x=[], y=[], mode="lines", name=self.param_labels[i],
+                                            line=dict(color=color),
+                                            hovertemplate=_hover(EXPLAIN["ratio"], "log10 ratio = %{y:.2f}")))
+        self.ratio.add_hline(y=GUIDE, line_dash="dash", line_color="gray",
+                             annotation_text="1e-3: the usual healthy size", annotation_position="top left")
+        self.ratio.update_layout(title="update-to-data ratio: log10(|step change| / |weights|)",
+                                 xaxis_title="step", yaxis_title="log10 ratio", height=380,
+                                 margin=dict(l=10, r=10, t=40, b=10))
+
+        self.hist = go.FigureWidget(make_subplots(rows=1, cols=2, subplot_titles=(
+            "activation values", "|gradient| (log10, bins of a factor 2)")))
+        act_centers = (ACT_EDGES[:-1] + ACT_EDGES[1:]) / 2
+        g_edges = log2_edges_as_log10(GRAD_EXPONENTS)
+        g_centers = (g_edges[:-1] + g_edges[1:]) / 2
+        colors = _palette(len(HIST_TENSORS))
+        for col, (centers, edges, key) in enumerate(((act_centers, ACT_EDGES, "act_hist"),
+                                                     (g_centers, g_edges, "grad_hist")), start=1):
+            for t, color in zip(HIST_TENSORS, colors):
+                self.hist.add_trace(go.Scatter(
+                    x=centers, y=np.zeros(len(centers)), mode="lines", line_shape="hvh",
+                    name=html.escape(t), legendgroup=t, showlegend=col == 1, line=dict(color=color),
+                    customdata=np.stack([edges[:-1], edges[1:]], axis=1),
+                    hovertemplate=f"<b>%{{fullData.name}}</b><br>bin [%{{customdata[0]:.2f}}, "
+                                  f"%{{customdata[1]:.2f}}): %{{y:.1%}}<br>"
+                                  f"<i>{html.escape(EXPLAIN[key])}</i><extra></extra>"), row=1, col=col)
+        self.hist.update_yaxes(tickformat=".0%")
+        self.hist.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10))
+
+        self.health = go.FigureWidget(make_subplots(rows=2, cols=2, vertical_spacing=0.14, subplot_titles=(
+            "GELU: saturated (solid), dead (dotted)", "layernorm input std",
+            "residual stream std", "residual stream gradient std")))
+        layer_colors = _palette(L + 1)
+        for l in range(L):
+            for kind, dash in (("saturated", "solid"), ("dead", "dot")):
+                self.health.add_trace(go.Scatter(
+                    x=[], y=[], mode="lines", name=f"layer {l} {kind}", line=dict(color=layer_colors[l], dash=dash),
+                    hovertemplate=_hover(EXPLAIN[kind], "%{y:.2%}")), row=1, col=1)
+        ln_colors = _palette(len(self.recorder.ln_names))
+        for name, color in zip(self.recorder.ln_names, ln_colors):
+            self.health.add_trace(go.Scatter(
+                x=[], y=[], mode="lines", name=html.escape(name), line=dict(color=color),
+                hovertemplate=_hover(EXPLAIN["ln"], "std %{y:.3g} (|mean| %{customdata:.2g})")), row=1, col=2)
+        stream = ["embedding"] + [f"after block {l}" for l in range(L)]
+        for row_col, key, value in (((2, 1), "res", "std %{y:.3g}"), ((2, 2), "res_grad", "std %{y:.3g}")):
+            for name, color in zip(stream, layer_colors):
+                self.health.add_trace(go.Scatter(
+                    x=[], y=[], mode="lines", name=name, line=dict(color=color),
+                    hovertemplate=_hover(EXPLAIN[key], value)), row=row_col[0], col=row_col[1])
+        self.health.update_yaxes(tickformat=".0%", row=1, col=1)
+        self.health.update_yaxes(type="log", row=2, col=2)
+        self.health.update_layout(height=560, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
+
+        self.layer = widgets.Dropdown(options=[(f"layer {l}", l) for l in range(L)], value=0,
+                                      description="layer", layout=widgets.Layout(width="180px"))
+        self.layer.observe(lambda change: self._draw_histograms(), names="value")
+        self.status = widgets.HTML()
+        self.widget = widgets.VBox([
+            self.status, self.norms, self.ratio,
+            widgets.HBox([widgets.HTML("<b>Histograms</b> (latest recorded step)"), self.layer]),
+            self.hist, self.health])
+
+    # ------------------------------------------------------------------ updates
+    def record(self):
+        """Without a trainer: record the model's last forward/backward now and show it."""
+        self.recorder.record()
+        self.refresh()
+
+    def _on_record(self, recorder):
+        """Runs on the training thread after each record: redraw, throttled."""
+        steps = recorder.series_history.steps
+        if steps and self._throttle.due(steps[-1]):
+            self.refresh()
+
+    def _on_run_end(self, payload):
+        self.refresh()
+        for fig in self.figures():
+            sync_saved_state(fig)   # a page reload shows the last state, not the empty figures
+
+    def refresh(self):
+        """Redraw everything from the recorder (in place)."""
+        with self._lock:
+            steps, data = self.recorder.snapshot()
+            if steps:
+                self._throttle.mark(steps[-1])
+            steps = np.asarray(steps)           # arrays pass plotly's validation faster than lists
+            self._draw_norms(steps, data)
+            self._draw_ratio(steps, data)
+            self._draw_health(steps, data)
+            self._draw_histograms()
+            self._draw_status(steps)
+
+    def _draw_norms(self, steps, data):
+        g = data["grad_norm"]
+        layers = self.recorder.layer_grad_norms(g) if len(steps) else {k: [] for k in self.groups}
+        with self.norms.batch_update():
+            self.norms.data[0].x = steps
+            self.norms.data[0].z = _log10(g.T) if len(steps) else []
+            for trace, group in zip(self.norms.data[1:], self.groups):
+                trace.x, trace.y = steps, layers[group]
+
+    def _draw_ratio(self, steps, data):
+        r = _log10(data["update_ratio"])
+        with self.ratio.batch_update():
+            for trace, i in zip(self.ratio.data, self.ratio_params):
+                trace.x, trace.y = steps, (r[:, i] if len(steps) else [])
+
+    def _draw_health(self, steps, data):
+        columns = []
+        for l in range(self.n_layer):
+            columns += [(data["gelu_saturated"], l, None), (data["gelu_dead"], l, None)]
+        columns += [(data["ln_std"], i, data["ln_mean_abs"]) for i in range(len(self.recorder.ln_names))]
+        columns += [(data["residual_std"], i, None) for i in range(self.n_layer + 1)]
+        columns += [(data["residual_grad_std"], i, None) for i in range(self.n_layer + 1)]
+        with self.health.batch_update():
+            for trace, (values, i, extra) in zip(self.health.data, columns):
+                trace.x, trace.y = steps, (values[:, i] if len(steps) else [])
+                if extra is not None:
+                    trace.customdata = extra[:, i] if len(steps) else []
+
+    def _draw_histograms(self):
+        """The latest histograms of the selected layer, as shares of all elements."""
+        with self._lock:
+            latest = self.recorder.latest_histograms()
+            n, layer = len(HIST_TENSORS), self.layer.value
+            with self.hist.batch_update():
+                for k, t in enumerate(HIST_TENSORS):
+                    for trace, which in ((self.hist.data[k], 1), (self.hist.data[n + k], 2)):
+                        if latest is None:
+                            trace.y = np.zeros(len(trace.x))
+                            continue
+                        counts = latest[which][t][layer].astype(np.float64)
+                        trace.y = counts / max(counts.sum(), 1.0)
+                where = f"layer {layer}, step {latest[0]}" if latest else "no step recorded yet"
+                self.hist.layout.title = f"histograms of {where}"
+
+    def _draw_status(self, steps):
+        rec = self.recorder
+        if not len(steps):
+            hint = ("train a step" if self.trainer is not None
+                    else "run model.forward(x, y) and model.backward(), then call .record()")
+            self.status.value = f"<b>Gradient flow</b>: nothing recorded yet ({hint})."
+            return
+        self.status.value = (f"<b>Gradient flow</b>: {len(steps)} recorded steps, {steps[0]} to "
+                             f"{steps[-1]} (now every {rec.series_history.stride} step(s)); "
+                             f"histograms of step {rec.hist_history.steps[-1] if rec.hist_steps else '-'}.")
+
+    # ------------------------------------------------------------------ display
+    def figures(self):
+        return [self.norms, self.ratio, self.hist, self.health]
+
+    def static_figures(self):
+        """Plain go.Figure copies of the four figures (no widget manager needed)."""
+        return [static_copy(fig) for fig in self.figures()]
+
+    def close(self):
+        """Stop listening (and stop recording, if this view made the recorder)."""
+        self.recorder.remove_listener(self._on_record)
+        if self.trainer is not None:
+            self.trainer.off("run_end", self._on_run_end)
+        if self._owns_recorder:
+            self.recorder.close()
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle["text/html"] = self._static_html()
+        return bundle
+
+    def _static_html(self):
+        """A table of the latest gradient norm and update ratio per parameter: what a saved
+        notebook shows on GitHub or nbviewer, where widgets do not run."""
+        steps, data = self.recorder.snapshot()
+        if not steps:
+            return "<p><b>Gradient flow</b>: nothing recorded yet.</p>"
+        rows = "".join(
+            f"<tr><td>{label}</td><td>{g:.3g}</td><td>{r:.2f}</td></tr>"
+            for label, g, r in zip(self.param_labels, data["grad_norm"][-1], _log10(data["update_ratio"][-1])))
+        return (f"<p><b>Gradient flow at step {steps[-1]}</b> (static view: run the notebook for the "
+                f"live figures)</p><table><tr><th>parameter</th><th>|grad|</th>"
+                f"<th>log10 update/data</th></tr>{rows}</table>")
+
+    def __repr__(self):
+        return f"GradientFlow({self.recorder!r})"
