@@ -165,3 +165,16 @@ def test_display_slice_shapes_and_labels():
 def test_bad_argument_is_refused():
     with pytest.raises(TypeError, match="GPT model or a Trainer"):
         StepThrough("a model")
+
+
+def test_views_follow_a_background_trainer(trainer):
+    from explorer.runner import BackgroundTrainer
+    from explorer.viz import GradientFlow
+
+    with BackgroundTrainer(trainer) as runner:
+        steps = StepThrough(runner)
+        flow = GradientFlow(runner, min_seconds=0)
+        runner.step()                          # the dashboard's Step button: a run(1) on the thread
+        runner.step()
+    assert "after step 2" in steps.header.value and steps.op_names[-1] == "update"
+    assert flow.recorder.steps == [1, 2] and list(flow.norms.data[0].x) == [1, 2]

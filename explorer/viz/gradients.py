@@ -151,7 +151,8 @@ class GradientFlow:
         for l in range(L):
             for kind, dash in (("saturated", "solid"), ("dead", "dot")):
                 self.health.add_trace(go.Scatter(
-                    x=[], y=[], mode="lines", name=f"layer {l} {kind}", line=dict(color=layer_colors[l], dash=dash),
+                    x=[], y=[], mode="lines", name=f"layer {l} {kind}",
+                    line=dict(color=layer_colors[l], dash=dash),
                     hovertemplate=_hover(EXPLAIN[kind], "%{y:.2%}")), row=1, col=1)
         ln_colors = _palette(len(self.recorder.ln_names))
         for name, color in zip(self.recorder.ln_names, ln_colors):
@@ -291,7 +292,8 @@ class GradientFlow:
             return "<p><b>Gradient flow</b>: nothing recorded yet.</p>"
         rows = "".join(
             f"<tr><td>{label}</td><td>{g:.3g}</td><td>{r:.2f}</td></tr>"
-            for label, g, r in zip(self.param_labels, data["grad_norm"][-1], _log10(data["update_ratio"][-1])))
+            for label, g, r in zip(self.param_labels, data["grad_norm"][-1],
+                                   _log10(data["update_ratio"][-1])))
         return (f"<p><b>Gradient flow at step {steps[-1]}</b> (static view: run the notebook for the "
                 f"live figures)</p><table><tr><th>parameter</th><th>|grad|</th>"
                 f"<th>log10 update/data</th></tr>{rows}</table>")

@@ -85,7 +85,8 @@ def display_slice(x, max_side=MAX_SIDE):
         x2 = x[(0,) * lead]
         label = {2: "", 3: "batch row 0", 4: "batch row 0, head 0"}.get(x.ndim, f"[{'0, ' * lead}:, :]")
     if x2.shape[0] > max_side or x2.shape[1] > max_side:
-        label = (label + ", " if label else "") + f"first {min(x2.shape[0], max_side)} x {min(x2.shape[1], max_side)}"
+        rows, cols = min(x2.shape[0], max_side), min(x2.shape[1], max_side)
+        label = (label + ", " if label else "") + f"first {rows} x {cols}"
         x2 = x2[:max_side, :max_side]
     return np.array(x2, dtype=np.float64), label
 
@@ -93,9 +94,9 @@ def display_slice(x, max_side=MAX_SIDE):
 def _buffer_names(model, trainer):
     """id(array) -> readable name, for every buffer an op can touch."""
     names = {}
-    for prefix, d in (("", model.params), ("dL/d", model.grads), ("", model.acts), ("dL/d", model.grad_acts)):
+    for is_grad, d in ((False, model.params), (True, model.grads), (False, model.acts), (True, model.grad_acts)):
         for key, arr in d.items():
-            names[id(arr)] = f"dL/d({key})" if prefix else key
+            names[id(arr)] = f"dL/d({key})" if is_grad else key
     names[id(model.flat_params)] = "all parameters (flat buffer)"
     names[id(model.flat_grads)] = "all gradients (flat buffer)"
     if trainer is not None:
@@ -142,7 +143,8 @@ def _update_snapshot(index, model, trainer, names, keep, memo):
     note = (f"AdamW step {trainer.step_count} on the flat buffers: lr {last['lr']:.3g}, gradients scaled by "
             f"{scale:.3g} (global norm {last['grad_norm']:.3g}, clip at {cfg.grad_clip}); "
             f"m = {cfg.beta1} m + {1 - cfg.beta1:.3g} g, v = {cfg.beta2} v + {1 - cfg.beta2:.3g} g², "
-            f"p -= lr (m̂ / (√v̂ + {cfg.eps:g}) + {cfg.weight_decay} p) with the decay on 2-D weights only. "
+            f"p -= lr (m̂ / (√v̂ + {cfg.eps:g}) + {cfg.weight_decay} p) with the decay on 2-D "
+            f"weights only. "
             f"Shown after the update.")
     outputs = {"params": model.flat_params, "m": trainer.m, "v": trainer.v}
     tensors = [_snapshot_tensor("output", k, v, names, keep, memo) for k, v in outputs.items()]
@@ -285,16 +287,16 @@ class StepThrough:
     def _table_html(self, op):
         if op is None:
             return ""
-        rows = []
+        rows, columns = [], ("mean", "std", "min", "max")
         for t in op.tensors:
             if t.stats is None:
                 cells = f"<td colspan=5>{html.escape(repr(t.value))}</td>"
             else:
                 s = t.stats
-                cells = (f"<td>{t.shape}</td>" + "".join(f"<td>{s[k]:.4g}</td>" for k in ("mean", "std", "min", "max")))
+                cells = f"<td>{t.shape}</td>" + "".join(f"<td>{s[k]:.4g}</td>" for k in columns)
             rows.append(f"<tr><td>{t.role}</td><td><code>{html.escape(t.arg)}</code></td>"
                         f"<td>{html.escape(t.name)}</td>{cells}</tr>")
-        head = "".join(f"<th>{h}</th>" for h in ("", "argument", "tensor", "shape", "mean", "std", "min", "max"))
+        head = "".join(f"<th>{h}</th>" for h in ("", "argument", "tensor", "shape", *columns))
         return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
     def _draw_heatmaps(self, op):
