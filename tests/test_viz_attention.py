@@ -3,7 +3,7 @@ teaching claim that a trained reverse-task model looks at the mirrored prompt po
 import numpy as np
 import pytest
 
-from explorer import GPT, GPTConfig
+from explorer import GPT, GPTConfig, checkpoint
 from explorer.data import make_task
 from explorer.presets import get_preset
 from explorer.tokenizers import CharTokenizer
@@ -116,6 +116,9 @@ def test_step_slider_scrubs_through_capped_snapshots(small_trainer):
     assert view.history.steps[-1] == 12 and view.step_slider.value == 0
     view.step_slider.value = view.step_slider.max
     np.testing.assert_allclose(view.selected.data[0].z, view.history.values[-1][0, 1], atol=1e-6)
+    # the saved state (what a page reload rebuilds) was synced when the run ended, showing the
+    # snapshot scrubbed to then (step 0), not the blank map the figure was created with
+    np.testing.assert_allclose(view.selected._widget_data[0]["z"], view.attention(0)[0, 1])
     view.close()
     trainer.run(4)                      # step 16 would be due, but the view stopped listening
     assert view.history.steps[-1] == 12
@@ -134,7 +137,7 @@ def mirror_score(att, prompt_len, shift=0):
     return att[:, :, queries, keys].mean(axis=-1)     # (L, NH)
 
 
-def test_trained_reverse_model_attends_to_the_mirrored_prompt_position():
+def test_trained_reverse_model_attends_to_the_mirrored_prompt_position(tmp_path):
     preset = get_preset("reverse-tiny")
     data, model, trainer = preset.build()
     view = AttentionExplorer(trainer=trainer, snapshot_every=20)
@@ -152,3 +155,10 @@ def test_trained_reverse_model_attends_to_the_mirrored_prompt_position():
     best = np.unravel_index(np.argmax(after), after.shape)
     assert mirror_score(view.attention(), n, shift=1)[best] < 0.25
     assert mirror_score(view.attention(), n, shift=-1)[best] < 0.25
+
+    # the same maps from the saved checkpoint, with the tokenizer it stored
+    checkpoint.save(trainer, tmp_path / "reverse.safetensors", tokenizer=data.tokenizer)
+    ckpt = checkpoint.load(tmp_path / "reverse.safetensors")
+    saved = AttentionExplorer(ckpt.model, ckpt.tokenizer, prompt=data.tokenizer.decode(ids))
+    np.testing.assert_allclose(saved.attention(), view.attention(), atol=1e-6)
+    assert saved.selected.layout.xaxis.ticktext == tuple(data.tokenizer.token_strings(ids))

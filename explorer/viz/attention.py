@@ -1,6 +1,8 @@
 """Attention explorer: where each token looks, in every layer and head, and how that forms.
 
-    AttentionExplorer(model, tokenizer, prompt="40213577=7753120")   # a saved model
+    AttentionExplorer(model, tokenizer, prompt="40213577=7753120")   # any model
+    ckpt = checkpoint.load("run.safetensors")   # a saved one (its tokenizer came with it)
+    AttentionExplorer(ckpt.model, ckpt.tokenizer, prompt="40213577=7753120")
     AttentionExplorer(trainer=trainer)          # live: a validation row as the probe prompt,
     trainer.run(300)                            # a snapshot every N steps to scrub through
 
@@ -22,6 +24,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..tokenizers import tokenizer_from_dict
 from ._plotly import Throttle, static_copy, sync_saved_state
 from .snapshots import AttentionProbe, SnapshotHistory
 from .tokens import token_labels
@@ -38,6 +41,8 @@ class AttentionExplorer:
         self.model = model if model is not None else trainer.model
         if tokenizer is None and trainer is not None:
             tokenizer = getattr(trainer.data, "tokenizer", None)
+        if isinstance(tokenizer, dict):       # as a checkpoint stores it
+            tokenizer = tokenizer_from_dict(tokenizer)
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
         cfg = self.model.config
@@ -117,6 +122,13 @@ class AttentionExplorer:
                 self.history.add(step, att)
             self._sync_step_slider()
             self._draw()
+            self._save_state()
+
+    def _save_state(self):
+        """Make the figures' saved widget state what they show (a page reload or a saved
+        notebook otherwise rebuilds them as first created: blank maps)."""
+        for fig in (self.grid, self.selected):
+            sync_saved_state(fig)
 
     def _on_step(self, metrics):
         """Runs on the training thread after each step: probe when due, redraw throttled."""
@@ -134,8 +146,7 @@ class AttentionExplorer:
     def _on_run_end(self, payload):
         with self._lock:
             self._draw()
-            for fig in (self.grid, self.selected):
-                sync_saved_state(fig)   # a reload shows the last maps, not the first
+            self._save_state()
 
     def close(self):
         """Stop listening to the trainer."""
