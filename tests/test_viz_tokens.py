@@ -146,6 +146,7 @@ def test_bars_follow_temperature_and_top_k(sampler):
     assert np.count_nonzero(b) == 5 and b[5:].sum() == 0 and abs(b.sum() - 1) < 1e-9
     view.top_k.value = 0
     assert np.count_nonzero(bars(view)) == 20
+    np.testing.assert_allclose(view.figure._widget_data[0]["x"], bars(view))   # saved state
 
 
 def test_next_token_generate_and_reset(sampler):

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from .._runtime import compute_lock
 from ..generate import _prefill
+from ._plotly import sync_saved_state
 
 # neighbouring tokens alternate between these backgrounds so every boundary is visible
 PALETTE = ("#fde2a7", "#b8e0f6", "#c9ecc1", "#f6c6d8")
@@ -270,6 +271,7 @@ class SamplingView:
             self.figure.data[0].update(x=probs[top], y=np.arange(len(top)), text=hover,
                                        textposition="none")
             self.figure.layout.yaxis.update(tickvals=list(range(len(top))), ticktext=labels)
+        sync_saved_state(self.figure)   # a reload or a saved notebook shows these bars
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.widget._repr_mimebundle_(**kwargs)
