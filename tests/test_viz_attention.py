@@ -124,6 +124,33 @@ def test_step_slider_scrubs_through_capped_snapshots(small_trainer):
     assert view.history.steps[-1] == 12
 
 
+def test_snapshots_from_a_background_thread_and_after_a_reset(small_trainer):
+    from explorer.runner import BackgroundTrainer
+    trainer = small_trainer
+    view = AttentionExplorer(trainer=trainer, snapshot_every=2)
+    fresh = view.attention(0)
+    runner = BackgroundTrainer(trainer)
+    try:
+        runner.run(6)
+        assert runner.wait(60)
+        assert view.history.steps == [0, 2, 4, 6] and view.step_slider.max == 3
+        runner.reset()                   # same seed: the weights of step 0 again
+        runner.run(3)
+        assert runner.wait(60)
+        assert view.history.steps == [1, 3]     # noticed that the step count went back
+        view.restart()
+        assert view.history.steps == [3]
+        runner.reset()
+        view.restart()                   # what a dashboard does on the runner's "reset" event
+        runner.run(2)
+        assert runner.wait(60)
+        assert view.history.steps == [0, 2]
+        np.testing.assert_allclose(view.attention(0), fresh, atol=1e-6)
+        np.testing.assert_allclose(view.selected.data[0].z, view.attention(1)[0, 0], atol=1e-6)
+    finally:
+        runner.close()
+
+
 def mirror_score(att, prompt_len, shift=0):
     """Mean attention that answer query t puts on key (T-1) - t + shift, per (layer, head).
 

@@ -130,9 +130,21 @@ class AttentionExplorer:
         for fig in (self.grid, self.selected):
             sync_saved_state(fig)
 
+    def restart(self):
+        """Drop the snapshots and probe now: for when training starts over (e.g. subscribe it
+        to BackgroundTrainer's "reset" event, so step 0 of the new run is kept too)."""
+        with self._lock:
+            self.history.clear()
+            self._follow = True
+            self.snapshot()
+
     def _on_step(self, metrics):
         """Runs on the training thread after each step: probe when due, redraw throttled."""
         step = metrics["step"]
+        if self.history.steps and step <= self.history.steps[-1]:
+            with self._lock:           # the step count went back: training started over
+                self.history.clear()
+                self._follow = True
         if not self.history.due(step):
             return
         att = self.probe.attention()

@@ -59,7 +59,7 @@ class SnapshotHistory:
             raise ValueError(f"snapshot interval must be a positive number of steps, got {every!r}")
         if not isinstance(capacity, (int, np.integer)) or capacity < 2:
             raise ValueError(f"snapshot capacity must be an integer >= 2, got {capacity!r}")
-        self.every = int(every)
+        self.every = self.initial_every = int(every)
         self.capacity = int(capacity)
         self.steps = []
         self.values = []
@@ -104,4 +104,6 @@ class SnapshotHistory:
         self.every *= 2
 
     def clear(self):
+        """Forget every snapshot and start again at the first interval."""
         self.steps, self.values, self._start = [], [], None
+        self.every = self.initial_every
