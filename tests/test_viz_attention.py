@@ -119,9 +119,12 @@ def test_step_slider_scrubs_through_capped_snapshots(small_trainer):
     # the saved state (what a page reload rebuilds) was synced when the run ended, showing the
     # snapshot scrubbed to then (step 0), not the blank map the figure was created with
     np.testing.assert_allclose(view.selected._widget_data[0]["z"], view.attention(0)[0, 1])
+    view.refresh_button.click()         # by hand, between the intervals: kept, and shown
+    assert view.history.steps == [0, 8, 14]    # full at 4: thinned first
+    assert view.step_label.value.startswith("14 ")
     view.close()
     trainer.run(4)                      # step 16 would be due, but the view stopped listening
-    assert view.history.steps[-1] == 12
+    assert view.history.steps[-1] == 14
 
 
 def test_snapshots_from_a_background_thread_and_after_a_reset(small_trainer):

@@ -118,8 +118,8 @@ class AttentionExplorer:
         with self._lock:
             if self.history.steps and step <= self.history.steps[-1]:
                 self.history.replace_last(step, att)
-            else:
-                self.history.add(step, att)
+            else:   # kept even between the regular intervals: it was asked for
+                self.history.add(step, att, force=True)
             self._sync_step_slider()
             self._draw()
             self._save_state()

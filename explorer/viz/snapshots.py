@@ -76,15 +76,16 @@ class SnapshotHistory:
             return False
         return (step - self._start) % self.every == 0
 
-    def add(self, step, value):
-        """Keep `value` as the snapshot of `step` (if it is still due after thinning)."""
-        if not self.due(step):
+    def add(self, step, value, force=False):
+        """Keep `value` as the snapshot of `step` if it is due (still due after thinning);
+        force=True keeps any step newer than the last (a snapshot asked for by hand)."""
+        if not (self.due(step) or (force and (not self.steps or step > self.steps[-1]))):
             return False
         if self._start is None:
             self._start = step
         if len(self.steps) >= self.capacity:
             self._thin()
-            if not self.due(step):
+            if not (force or self.due(step)):
                 return False
         self.steps.append(int(step))
         self.values.append(value)
