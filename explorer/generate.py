@@ -86,6 +86,14 @@ def _prefill(model, tokens):
     return cache, logits
 
 
+def next_token_logits(model, idx):
+    """Logits (B, V) of the token after each row of idx (B, T), leaving the model's
+    training record (model.acts, model.trace) untouched."""
+    idx = model._check_tokens(idx, "idx")
+    with compute_lock:
+        return _prefill(model, idx)[1]
+
+
 def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None):
     idx = model._check_tokens(idx, "idx")
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:

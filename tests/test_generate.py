@@ -32,9 +32,9 @@ def test_kv_cache_greedy_matches_full_forward(model, prompt_len):
 
 
 def test_kv_cache_logits_match_forward(model):
-    from explorer.generate import _prefill
+    from explorer.generate import next_token_logits
     idx = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (2, 9))
-    _, last = _prefill(model, idx)
+    last = next_token_logits(model, idx)
     logits, _ = model.forward(idx)
     np.testing.assert_allclose(last, logits[:, -1], rtol=1e-5, atol=1e-5)
 

@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .._runtime import compute_lock
-from ..generate import _prefill
+from ..generate import next_token_logits
 from ._plotly import sync_saved_state
 
 # neighbouring tokens alternate between these backgrounds so every boundary is visible
@@ -241,7 +241,7 @@ class SamplingView:
         context = np.array([self.tokens[-self.model.config.block_size:]], dtype=np.int64)
         self.model._check_tokens(context, "prompt")   # a clear error for ids outside the vocab
         with compute_lock:
-            _, logits = _prefill(self.model, context)
+            logits = next_token_logits(self.model, context)
         self._logits = logits[0].astype(np.float64)
 
     # ------------------------------------------------------------------ display
