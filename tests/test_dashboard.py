@@ -243,14 +243,30 @@ def test_decimate_keeps_at_most_max_points_with_a_uniform_stride(max_points):
 def test_throttle_needs_both_steps_and_seconds():
     clock = FakeClock()
     throttle = Throttle(min_steps=3, min_seconds=0.25, clock=clock)
-    assert throttle.due(0)
+    assert throttle.due(0)                   # nothing drawn yet
+    throttle.mark(0)
     clock.now += 1.0
     assert not throttle.due(2)               # enough time, too few steps
     assert throttle.due(3)
+    throttle.mark(3)
     clock.now += 0.1
     assert not throttle.due(10)              # enough steps, too little time
     clock.now += 0.2
     assert throttle.due(10)
+
+
+def test_throttle_spaces_out_costly_work_to_stay_in_budget():
+    clock = FakeClock()
+    throttle = Throttle(min_steps=1, min_seconds=0.25, budget=0.02, clock=clock)
+    throttle.mark(0, cost=0.001)             # cheap: the 0.25 s floor rules
+    clock.now += 0.25
+    assert throttle.due(1)
+    throttle.mark(1, cost=0.1)               # 0.1 s of work at 2%: next one 5 s later
+    assert throttle.wait_seconds() == pytest.approx(5.0)
+    clock.now += 4.9
+    assert not throttle.due(2)
+    clock.now += 0.2
+    assert throttle.due(2)
 
 
 def test_sync_saved_state_copies_the_live_figure():

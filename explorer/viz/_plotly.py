@@ -2,8 +2,8 @@
 and keeping a FigureWidget's saved state in step with what it shows.
 
     xs = decimate(steps, 2000)            # at most 2,000 points, evenly spread, last one kept
-    throttle = Throttle(min_steps=5, min_seconds=0.25)
-    if throttle.due(step): update_the_figure()
+    throttle = Throttle(min_steps=5, min_seconds=0.25, budget=0.02)
+    if throttle.due(step): update_the_figure(); throttle.mark(step, seconds_it_took)
     sync_saved_state(fig)                 # when training goes idle: a reload shows the curve
 """
 import copy
@@ -46,34 +46,44 @@ class Throttle:
     `min_seconds` since the last redraw. Redrawing every step costs more than the step itself
     for a tiny model (and floods the browser with messages); four times a second looks live.
 
-    `clock` is injectable so tests can drive time by hand."""
+    budget: the largest fraction of the time the guarded work may take. After work that took
+    `cost` seconds (see `mark`), the next is due no sooner than cost / budget seconds later,
+    so a slow redraw (a loaded machine, a long sample) spaces itself out instead of eating
+    into training. `clock` is injectable so tests can drive time by hand."""
 
-    def __init__(self, min_steps=1, min_seconds=0.25, clock=time.monotonic):
+    def __init__(self, min_steps=1, min_seconds=0.25, budget=None, clock=time.monotonic):
         if min_steps < 1:
             raise ValueError(f"min_steps must be >= 1, got {min_steps}")
         if min_seconds < 0:
             raise ValueError(f"min_seconds must be >= 0, got {min_seconds}")
-        self.min_steps, self.min_seconds, self.clock = min_steps, min_seconds, clock
+        if budget is not None and not 0 < budget <= 1:
+            raise ValueError(f"budget must be a fraction in (0, 1], got {budget}")
+        self.min_steps, self.min_seconds, self.budget, self.clock = (
+            min_steps, min_seconds, budget, clock)
         self.reset()
 
     def reset(self):
         self._last_step = None
         self._last_time = None
+        self._last_cost = 0.0
+
+    def wait_seconds(self):
+        """Seconds that must pass after the last redraw."""
+        spacing = self._last_cost / self.budget if self.budget else 0.0
+        return max(self.min_seconds, spacing)
 
     def due(self, step):
-        """True (and remember this moment) when `step` is far enough from the last redraw."""
-        now = self.clock()
-        if self._last_step is not None:
-            if abs(step - self._last_step) < self.min_steps:
-                return False
-            if now - self._last_time < self.min_seconds:
-                return False
-        self._last_step, self._last_time = step, now
-        return True
+        """True when `step` is far enough from the last redraw, in steps and in seconds.
+        The caller then does the work and calls mark(step, cost)."""
+        if self._last_step is None:
+            return True
+        if abs(step - self._last_step) < self.min_steps:
+            return False
+        return self.clock() - self._last_time >= self.wait_seconds()
 
-    def mark(self, step):
-        """Record a redraw made for another reason (e.g. the final one when training stops)."""
-        self._last_step, self._last_time = step, self.clock()
+    def mark(self, step, cost=0.0):
+        """Record work done for `step` that took `cost` seconds (by the same clock)."""
+        self._last_step, self._last_time, self._last_cost = step, self.clock(), cost
 
 
 def sync_saved_state(fig):

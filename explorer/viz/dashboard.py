@@ -29,11 +29,13 @@ LOSS_COLOR, VAL_COLOR, ACC_COLOR, SPEED_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c",
 class TrainingDashboard:
     def __init__(self, trainer_or_runner, sample_every_s=10.0, plot_every=1, min_interval_s=0.25,
                  max_points=MAX_POINTS, sample_prompt=None, sample_tokens=80, steps=0,
-                 clock=time.monotonic):
+                 plot_budget=0.02, sample_budget=0.01, clock=time.monotonic):
         """trainer_or_runner: a Trainer (the dashboard starts a BackgroundTrainer for it and
         closes it in close()) or a BackgroundTrainer. sample_every_s: seconds between two
         generated samples during training (0: only when training stops). steps: the value
-        the "steps" box starts with (0: up to the trainer's max_steps, then until paused)."""
+        the "steps" box starts with (0: up to the trainer's max_steps, then until paused).
+        plot_budget, sample_budget: the largest fraction of training time that redraws and
+        samples may take; slow ones are spaced out further (see _plotly.Throttle)."""
         import ipywidgets as W
 
         if isinstance(trainer_or_runner, BackgroundTrainer):
@@ -45,9 +47,10 @@ class TrainingDashboard:
         self.sample_every_s, self.sample_prompt, self.sample_tokens = (
             sample_every_s, sample_prompt, sample_tokens)
         self._clock = clock
-        self._throttle = Throttle(plot_every, min_interval_s, clock)
+        self._plot_throttle = Throttle(plot_every, min_interval_s, plot_budget, clock)
+        self._sample_throttle = Throttle(1, sample_every_s, sample_budget, clock)
+        self._sample_step = None         # the step the sample shown was made at
         self._lock = threading.RLock()   # redraws come from the training thread and from ours
-        self._last_sample = (None, clock())   # (step, time) of the sample shown
         self.plot_updates = 0            # how many times the figure was redrawn
         self.has_accuracy = hasattr(self.trainer.data, "evaluate")
 
@@ -121,6 +124,7 @@ class TrainingDashboard:
     def refresh(self):
         """Redraw the curves and the status line from the trainer's history (in place)."""
         with self._lock:
+            start = self._clock()
             rows = decimate(self.trainer.history, self.max_points)
             evals = decimate(self.trainer.eval_history, self.max_points)
             steps = np.array([m["step"] for m in rows], np.int64)
@@ -134,8 +138,8 @@ class TrainingDashboard:
                     t["accuracy"].update(x=eval_steps,
                                          y=np.array([m.get("accuracy", np.nan) for m in evals]))
             self.plot_updates += 1
-            self._throttle.mark(self.trainer.step_count)
             self.status.value = self._status_html()
+            self._plot_throttle.mark(self.trainer.step_count, self._clock() - start)
 
     def points(self):
         """Points per curve now (what the browser holds): {"train loss": n, ...}."""
@@ -159,14 +163,15 @@ class TrainingDashboard:
     # ----------------------------------------------------------------- the sample
     def _refresh_sample(self):
         """Generate a sample from the model as it is now (the caller's thread does the work)."""
-        step = self.trainer.step_count
+        step, start = self.trainer.step_count, self._clock()
         try:
             text = self._make_sample(step)
         except Exception as exc:   # a sample is a nicety: never let it stop training
             text = f"(no sample: {type(exc).__name__}: {exc})"
-        self._last_sample = (step, self._clock())
         self.sample.value = (f"<b>sample at step {step}</b>"
                              f"<pre style='white-space: pre-wrap; margin: 2px 0'>{html.escape(text)}</pre>")
+        self._sample_step = step
+        self._sample_throttle.mark(step, self._clock() - start)
 
     def _make_sample(self, step):
         from ..runs import _task_example, sample_text   # toy task: prompt -> greedy answer
@@ -184,9 +189,9 @@ class TrainingDashboard:
 
     # ----------------------------------------------------------------- events (training thread)
     def _on_step(self, metrics):
-        if self._throttle.due(metrics["step"]):
+        if self._plot_throttle.due(metrics["step"]):
             self.refresh()
-        if self.sample_every_s and self._clock() - self._last_sample[1] >= self.sample_every_s:
+        if self.sample_every_s and self._sample_throttle.due(metrics["step"]):
             self._refresh_sample()
 
     def _on_eval(self, _metrics):
@@ -197,7 +202,7 @@ class TrainingDashboard:
         if event["state"] != "running":
             # the final redraw, then make the saved widget state match it (page reload)
             self.refresh()
-            if self._last_sample[0] != self.trainer.step_count:
+            if self._sample_step != self.trainer.step_count:
                 self._refresh_sample()
             sync_saved_state(self.figure)
         self._show_state(event["state"])
@@ -211,7 +216,7 @@ class TrainingDashboard:
 
     def _on_reset(self, _event):
         self.error.value = ""
-        self._throttle.reset()
+        self._plot_throttle.reset()
         self.refresh()
         self._refresh_sample()
 
