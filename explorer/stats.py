@@ -318,6 +318,17 @@ class GradientRecorder:
             callback(self)
         return entry
 
+    def catch_up_histograms(self):
+        """Record histograms of the trainer's last step if it has none yet: a view calls this
+        when a run ends, so the histograms it shows are the final ones. True if it recorded."""
+        if self.trainer is None or not _has_backward(self.model):
+            return False
+        step, done = self.trainer.step_count, self.hist_history.steps
+        if step == 0 or (done and done[-1] >= step):
+            return False
+        self.record(step, series=False, histograms=True)
+        return True
+
     def _measure(self, step):
         model, offsets = self.model, self.model.param_offsets
         entry = {"grad_norm": segment_norms(model.flat_grads, offsets)}

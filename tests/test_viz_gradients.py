@@ -24,8 +24,15 @@ def test_heatmap_has_one_column_per_recorded_step_and_lines_per_layer():
     z = np.asarray(heat.z)
     assert list(heat.x) == rec.steps == [1, 2, 3, 4, 5, 6]
     assert z.shape == (len(rec.param_names), 6)
-    np.testing.assert_allclose(z, np.log10(rec.series("grad_norm").T))
-    assert list(heat.y) == rec.param_names
+    # rows grouped by layer, in each layer the block's own order
+    block = ["ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
+             "attn.proj.bias", "ln2.weight", "ln2.bias", "mlp.fc.weight", "mlp.fc.bias",
+             "mlp.proj.weight", "mlp.proj.bias"]
+    want_rows = ["wte", "wpe"] + [f"blocks.{l}.{p}" for l in range(2) for p in block] + ["ln_f.weight", "ln_f.bias"]
+    assert list(heat.y) == want_rows
+    norms = rec.series("grad_norm")
+    for row, name in zip(z, heat.y):
+        np.testing.assert_allclose(row, np.log10(norms[:, rec.param_names.index(name)]))
     layers = rec.layer_grad_norms()
     lines = view.norms.data[1:]
     assert [t.name for t in lines] == ["embedding", "layer 0", "layer 1", "final"]
@@ -40,9 +47,8 @@ def test_update_ratio_lines_and_guide():
     rec = view.recorder
     names = [t.name for t in view.ratio.data]
     # one line per weight matrix: wte, wpe and four per block
-    assert names == ["wte", "wpe"] + [n for n in rec.param_names if n.endswith(".weight") and
-                                      (".attn." in n or ".mlp." in n)]
-    assert len(names) == 2 + 4 * 2
+    assert names == ["wte", "wpe"] + [f"blocks.{l}.{p}.weight" for l in range(2)
+                                      for p in ("attn.qkv", "attn.proj", "mlp.fc", "mlp.proj")]
     ratios = rec.series("update_ratio")
     for trace in view.ratio.data:
         np.testing.assert_allclose(trace.y, np.log10(ratios[:, rec.param_names.index(trace.name)]))
@@ -143,3 +149,13 @@ def test_a_view_made_by_the_user_stops_recording_on_close():
 def test_bad_source_is_refused(bad):
     with pytest.raises(TypeError, match="Trainer or a GPT"):
         GradientFlow(bad)
+
+
+def test_histograms_catch_up_with_the_last_step_when_a_run_ends():
+    trainer = small_trainer()
+    view = GradientFlow(trainer, hist_every=10)
+    trainer.run(12)
+    assert view.recorder.hist_steps == [1, 11, 12]
+    assert "step 12" in view.hist.layout.title.text
+    trainer.run(0)                                      # nothing new: no second record of step 12
+    assert view.recorder.hist_steps == [1, 11, 12]

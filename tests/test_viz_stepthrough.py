@@ -26,8 +26,24 @@ def test_op_list_is_the_models_trace_then_the_update(trainer):
     assert with_update.op_names == [op.name for op in model.trace] + ["update"]
     update = with_update.ops[-1]
     assert update.phase == "update" and update.kernel == "adamw_update"
-    assert "AdamW step 1" in update.note and "lr" in update.note
-    assert [t.arg for t in update.tensors] == ["params", "m", "v", "grads"]
+    assert "AdamW step t=1" in update.note and "lr" in update.note
+    assert [t.arg for t in update.tensors] == ["params", "m", "v", "grads", "m̂/(√v̂+eps)"]
+
+
+def test_update_entry_shows_the_step_the_optimizer_took(trainer):
+    trainer.step()
+    model = trainer.model
+    before = model.flat_params.copy()
+    trainer.step()
+    direction = StepThrough(trainer).ops[-1].tensors[-1].value
+    # AdamW: p = p (1 - lr wd) on 2-D weights, then p -= lr * direction
+    lr, wd = trainer.history[-1]["lr"], trainer.config.weight_decay
+    shrink = np.ones_like(before)
+    for s, decays in enumerate(trainer._decay):
+        if decays:
+            shrink[model.param_offsets[s]:model.param_offsets[s + 1]] = 1 - lr * wd
+    np.testing.assert_allclose(model.flat_params, before * shrink - lr * direction, rtol=1e-5, atol=1e-7)
+    assert 0.1 < np.abs(direction).mean() < 2          # Adam's steps are about lr each
 
 
 def test_next_and_previous_walk_the_list(trainer):
@@ -120,7 +136,7 @@ def test_follows_the_trainer_after_runs_and_stops_on_close(trainer):
     trainer.run(1)
     assert "after step 1" in view.header.value and view.op_names[-1] == "update"
     trainer.run(2)
-    assert "after step 3" in view.header.value and "AdamW step 3" in view.ops[-1].note
+    assert "after step 3" in view.header.value and "AdamW step t=3" in view.ops[-1].note
     view.close()
     trainer.run(1)
     assert "after step 3" in view.header.value

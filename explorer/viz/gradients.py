@@ -27,6 +27,8 @@ from ..stats import ACT_EDGES, GRAD_EXPONENTS, HIST_TENSORS, GradientRecorder, l
 from ._plotly import Throttle, static_copy, sync_saved_state
 
 GUIDE = -3.0     # log10 of the usual healthy update-to-data ratio
+HIST_NAMES = {"residual2": "block output (residual stream)", "attn.out": "attention output",
+              "mlp.fc": "GELU input (mlp.fc)", "mlp.gelu": "GELU output"}
 
 EXPLAIN = {
     "norm_map": "How hard the loss pulls on this parameter: the L2 norm of d loss / d parameter "
@@ -88,34 +90,57 @@ class GradientFlow:
 
     # ------------------------------------------------------------------ figures
     def _build(self):
-        rec, L = self.recorder, self.n_layer
+        rec = self.recorder
+        # heatmap rows and ratio lines grouped by layer (the flat buffer's order interleaves
+        # the layers: ln1.weight of every layer, then ln1.bias of every layer, ...)
+        rank = {g: k for k, g in enumerate(rec.group_names())}
+        self.row_order = sorted(range(len(rec.param_names)), key=lambda i: (rank[rec.param_groups[i]], i))
         self.param_labels = [html.escape(n) for n in rec.param_names]
         self.groups = rec.group_names()
-        colors = _palette(len(self.groups))
+        self._build_norms()
+        self._build_ratio()
+        self._build_hist()
+        self._build_health()
+        self.layer = widgets.Dropdown(options=[(f"layer {l}", l) for l in range(self.n_layer)], value=0,
+                                      description="layer", layout=widgets.Layout(width="180px"))
+        self.layer.observe(lambda change: self._draw_histograms(), names="value")
+        self.status = widgets.HTML()
+        self.widget = widgets.VBox([
+            self.status, self.norms, self.ratio,
+            widgets.HBox([widgets.HTML("<b>Histograms</b> (latest recorded step)"), self.layer]),
+            self.hist, self.health])
+
+    def _build_norms(self):
+        n_rows = len(self.row_order)
+        heat_px, lines_px = int(np.clip(16 * n_rows, 250, 1200)), 260
+        share = heat_px / (heat_px + lines_px)
         self.norms = go.FigureWidget(make_subplots(
-            rows=2, cols=1, row_heights=[0.62, 0.38], vertical_spacing=0.08,
+            rows=2, cols=1, row_heights=[share, 1 - share], vertical_spacing=80 / (heat_px + lines_px),
             subplot_titles=("gradient norm of each parameter (log10)", "gradient norm per layer")))
         self.norms.add_trace(go.Heatmap(
-            x=[], y=self.param_labels, z=[], colorscale="Viridis", name="log10 |grad|",
-            colorbar=dict(title="log10", len=0.6, y=0.72),
+            x=[], y=[self.param_labels[i] for i in self.row_order], z=[], colorscale="Viridis",
+            name="log10 |grad|", colorbar=dict(title="log10", len=share, y=1, yanchor="top"),
             hovertemplate=f"<b>%{{y}}</b>, step %{{x}}<br>log10 |grad| = %{{z:.2f}}<br>"
                           f"<i>{html.escape(EXPLAIN['norm_map'])}</i><extra></extra>"), row=1, col=1)
-        for group, color in zip(self.groups, colors):
+        for group, color in zip(self.groups, _palette(len(self.groups))):
             self.norms.add_trace(go.Scatter(x=[], y=[], mode="lines", name=html.escape(group),
                                             line=dict(color=color),
                                             hovertemplate=_hover(EXPLAIN["norm_line"], "|grad| = %{y:.3g}")),
                                  row=2, col=1)
-        self.norms.update_yaxes(autorange="reversed", row=1, col=1)   # embedding at the top
+        # embedding at the top; every row labelled while the labels fit
+        self.norms.update_yaxes(autorange="reversed", row=1, col=1,
+                                **(dict(dtick=1) if n_rows <= 75 else {}))
         self.norms.update_yaxes(type="log", row=2, col=1)
         self.norms.update_xaxes(title_text="step", row=2, col=1)
-        self.norms.update_layout(height=560 + 6 * len(self.param_labels), margin=dict(l=10, r=10, t=40, b=10))
+        self.norms.update_layout(height=heat_px + lines_px + 120, margin=dict(l=10, r=10, t=40, b=10),
+                                 legend=dict(y=1 - share - 0.05, yanchor="top"))
 
-        # update-to-data ratio of the weight matrices (biases and gains are left out: they are
-        # small and many, and their ratios say little)
-        self.ratio_params = [i for i, (_, shape) in enumerate(self.model.param_shapes) if len(shape) == 2]
+    def _build_ratio(self):
+        # the weight matrices only: biases and gains are many, and their ratios say little
+        shapes = self.model.param_shapes
+        self.ratio_params = [i for i in self.row_order if len(shapes[i][1]) == 2]
         self.ratio = go.FigureWidget()
-        colors = _palette(len(self.ratio_params))
-        for i, color in zip(self.ratio_params, colors):
+        for i, color in zip(self.ratio_params, _palette(len(self.ratio_params))):
             self.ratio.add_trace(go.Scatter(x=[], y=[], mode="lines", name=self.param_labels[i],
                                             line=dict(color=color),
                                             hovertemplate=_hover(EXPLAIN["ratio"], "log10 ratio = %{y:.2f}")))
@@ -125,58 +150,49 @@ class GradientFlow:
                                  xaxis_title="step", yaxis_title="log10 ratio", height=380,
                                  margin=dict(l=10, r=10, t=40, b=10))
 
+    def _build_hist(self):
         self.hist = go.FigureWidget(make_subplots(rows=1, cols=2, subplot_titles=(
-            "activation values", "|gradient| (log10, bins of a factor 2)")))
-        act_centers = (ACT_EDGES[:-1] + ACT_EDGES[1:]) / 2
+            "activation values", "|gradient| (log10; bins of a factor 2)")))
         g_edges = log2_edges_as_log10(GRAD_EXPONENTS)
-        g_centers = (g_edges[:-1] + g_edges[1:]) / 2
         colors = _palette(len(HIST_TENSORS))
-        for col, (centers, edges, key) in enumerate(((act_centers, ACT_EDGES, "act_hist"),
-                                                     (g_centers, g_edges, "grad_hist")), start=1):
+        for col, (edges, key) in enumerate(((ACT_EDGES, "act_hist"), (g_edges, "grad_hist")), start=1):
+            centers = (edges[:-1] + edges[1:]) / 2
             for t, color in zip(HIST_TENSORS, colors):
                 self.hist.add_trace(go.Scatter(
                     x=centers, y=np.zeros(len(centers)), mode="lines", line_shape="hvh",
-                    name=html.escape(t), legendgroup=t, showlegend=col == 1, line=dict(color=color),
-                    customdata=np.stack([edges[:-1], edges[1:]], axis=1),
+                    name=html.escape(HIST_NAMES[t]), legendgroup=t, showlegend=col == 1,
+                    line=dict(color=color), customdata=np.stack([edges[:-1], edges[1:]], axis=1),
                     hovertemplate=f"<b>%{{fullData.name}}</b><br>bin [%{{customdata[0]:.2f}}, "
                                   f"%{{customdata[1]:.2f}}): %{{y:.1%}}<br>"
                                   f"<i>{html.escape(EXPLAIN[key])}</i><extra></extra>"), row=1, col=col)
         self.hist.update_yaxes(tickformat=".0%")
-        self.hist.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=10))
+        self.hist.update_layout(height=360, margin=dict(l=10, r=10, t=80, b=10), title_y=0.97)
 
+    def _build_health(self):
+        L = self.n_layer
         self.health = go.FigureWidget(make_subplots(rows=2, cols=2, vertical_spacing=0.14, subplot_titles=(
             "GELU: saturated (solid), dead (dotted)", "layernorm input std",
             "residual stream std", "residual stream gradient std")))
         layer_colors = _palette(L + 1)
+
+        def line(name, group, explain, value, color, dash="solid", row=1, col=1):
+            self.health.add_trace(go.Scatter(
+                x=[], y=[], mode="lines", name=html.escape(name), line=dict(color=color, dash=dash),
+                legendgroup=group, legendgrouptitle_text=group, hovertemplate=_hover(explain, value)),
+                row=row, col=col)
         for l in range(L):
             for kind, dash in (("saturated", "solid"), ("dead", "dot")):
-                self.health.add_trace(go.Scatter(
-                    x=[], y=[], mode="lines", name=f"layer {l} {kind}",
-                    line=dict(color=layer_colors[l], dash=dash),
-                    hovertemplate=_hover(EXPLAIN[kind], "%{y:.2%}")), row=1, col=1)
-        ln_colors = _palette(len(self.recorder.ln_names))
-        for name, color in zip(self.recorder.ln_names, ln_colors):
-            self.health.add_trace(go.Scatter(
-                x=[], y=[], mode="lines", name=html.escape(name), line=dict(color=color),
-                hovertemplate=_hover(EXPLAIN["ln"], "std %{y:.3g} (|mean| %{customdata:.2g})")), row=1, col=2)
+                line(f"layer {l} {kind}", "GELU", EXPLAIN[kind], "%{y:.2%}", layer_colors[l], dash)
+        for name, color in zip(self.recorder.ln_names, _palette(len(self.recorder.ln_names))):
+            line(name, "layernorm", EXPLAIN["ln"], "std %{y:.3g} (|mean| %{customdata:.2g})", color, col=2)
         stream = ["embedding"] + [f"after block {l}" for l in range(L)]
-        for row_col, key, value in (((2, 1), "res", "std %{y:.3g}"), ((2, 2), "res_grad", "std %{y:.3g}")):
+        for (row, col), key, group in (((2, 1), "res", "residual"), ((2, 2), "res_grad", "residual gradient")):
             for name, color in zip(stream, layer_colors):
-                self.health.add_trace(go.Scatter(
-                    x=[], y=[], mode="lines", name=name, line=dict(color=color),
-                    hovertemplate=_hover(EXPLAIN[key], value)), row=row_col[0], col=row_col[1])
-        self.health.update_yaxes(tickformat=".0%", row=1, col=1)
+                line(name, group, EXPLAIN[key], "std %{y:.3g}", color, row=row, col=col)
+        self.health.update_yaxes(tickformat=".0%", rangemode="tozero", row=1, col=1)
         self.health.update_yaxes(type="log", row=2, col=2)
-        self.health.update_layout(height=560, showlegend=False, margin=dict(l=10, r=10, t=40, b=10))
-
-        self.layer = widgets.Dropdown(options=[(f"layer {l}", l) for l in range(L)], value=0,
-                                      description="layer", layout=widgets.Layout(width="180px"))
-        self.layer.observe(lambda change: self._draw_histograms(), names="value")
-        self.status = widgets.HTML()
-        self.widget = widgets.VBox([
-            self.status, self.norms, self.ratio,
-            widgets.HBox([widgets.HTML("<b>Histograms</b> (latest recorded step)"), self.layer]),
-            self.hist, self.health])
+        self.health.update_layout(height=600, margin=dict(l=10, r=10, t=40, b=10),
+                                  legend=dict(groupclick="toggleitem", font_size=10))
 
     # ------------------------------------------------------------------ updates
     def record(self):
@@ -191,6 +207,7 @@ class GradientFlow:
             self.refresh()
 
     def _on_run_end(self, payload):
+        self.recorder.catch_up_histograms()      # show the last step's histograms
         self.refresh()
         for fig in self.figures():
             sync_saved_state(fig)   # a page reload shows the last state, not the empty figures
@@ -213,7 +230,7 @@ class GradientFlow:
         layers = self.recorder.layer_grad_norms(g) if len(steps) else {k: [] for k in self.groups}
         with self.norms.batch_update():
             self.norms.data[0].x = steps
-            self.norms.data[0].z = _log10(g.T) if len(steps) else []
+            self.norms.data[0].z = _log10(g[:, self.row_order].T) if len(steps) else []
             for trace, group in zip(self.norms.data[1:], self.groups):
                 trace.x, trace.y = steps, layers[group]
 

@@ -31,7 +31,7 @@ COPY_LIMIT = 64 << 20   # capture() keeps full copies of the tensors up to this 
 @dataclass
 class TensorSnapshot:
     """One argument of an op at capture time."""
-    role: str                    # "output" or "input"
+    role: str                    # "output", "input" or "derived" (computed here, for insight)
     arg: str                     # the kernel's argument name, e.g. "dinp"
     name: str                    # which buffer it is, e.g. "dL/d(blocks.0.mlp.fc)"
     shape: tuple = ()
@@ -137,18 +137,26 @@ def capture_trace(model, trainer=None, full=None):
 
 
 def _update_snapshot(index, model, trainer, names, keep, memo):
+    """The AdamW step (one kernel call on the flat buffers), described, with its buffers after
+    the update and the per-element step direction it took."""
     from ..kernels.clip import clip_scale
-    last, cfg = trainer.history[-1], trainer.config
+    last, cfg, t = trainer.history[-1], trainer.config, trainer.step_count
     scale = clip_scale(last["grad_norm"], cfg.grad_clip)
-    note = (f"AdamW step {trainer.step_count} on the flat buffers: lr {last['lr']:.3g}, gradients scaled by "
-            f"{scale:.3g} (global norm {last['grad_norm']:.3g}, clip at {cfg.grad_clip}); "
-            f"m = {cfg.beta1} m + {1 - cfg.beta1:.3g} g, v = {cfg.beta2} v + {1 - cfg.beta2:.3g} g², "
-            f"p -= lr (m̂ / (√v̂ + {cfg.eps:g}) + {cfg.weight_decay} p) with the decay on 2-D "
-            f"weights only. "
-            f"Shown after the update.")
+    note = (f"AdamW step t={t} on the flat buffers, lr {last['lr']:.3g}; the gradients g were scaled "
+            f"by {scale:.3g} (global norm {last['grad_norm']:.3g}, clipped at {cfg.grad_clip}). "
+            f"m = {cfg.beta1} m + {1 - cfg.beta1:.3g} g;  v = {cfg.beta2} v + {1 - cfg.beta2:.3g} g²;  "
+            f"p -= lr·{cfg.weight_decay}·p (2-D weights only);  p -= lr · m̂ / (√v̂ + {cfg.eps:g}) with "
+            f"m̂ = m / (1 - {cfg.beta1}^t), v̂ = v / (1 - {cfg.beta2}^t). Buffers shown after the update.")
     outputs = {"params": model.flat_params, "m": trainer.m, "v": trainer.v}
     tensors = [_snapshot_tensor("output", k, v, names, keep, memo) for k, v in outputs.items()]
     tensors.append(_snapshot_tensor("input", "grads", model.flat_grads, names, keep, memo))
+    # what the step did to each element, in units of lr: about +-1 for every parameter, however
+    # small its gradient (Adam's normalisation)
+    m_hat = trainer.m / (1.0 - cfg.beta1 ** t)
+    v_hat = trainer.v / (1.0 - cfg.beta2 ** t)
+    direction = (m_hat / (np.sqrt(v_hat) + cfg.eps)).astype(np.float32)
+    names = {**names, id(direction): "step direction m̂ / (√v̂ + eps): the update is -lr times this"}
+    tensors.append(_snapshot_tensor("derived", "m̂/(√v̂+eps)", direction, names, keep, memo))
     return OpSnapshot(index, "update", "update", "adamw_update", None, tensors, note)
 
 
@@ -171,14 +179,15 @@ class StepThrough:
 
     # ------------------------------------------------------------------ widgets
     def _build(self):
-        self.select = widgets.Select(options=[], rows=24, layout=widgets.Layout(width="430px"))
+        self.select = widgets.Select(options=[], rows=24, layout=widgets.Layout(width="500px"))
         self.select.observe(lambda change: self._draw(), names="value")
         self.prev_button = widgets.Button(description="◀ Previous", layout=widgets.Layout(width="105px"))
         self.next_button = widgets.Button(description="Next ▶", layout=widgets.Layout(width="105px"))
         self.jump_button = widgets.Button(description="Go to forward op", disabled=True,
                                           layout=widgets.Layout(width="200px"))
         self.capture_button = widgets.Button(description="Capture the last step",
-                                             tooltip="copy the model's record of its last step")
+                                             tooltip="copy the model's record of its last step",
+                                             layout=widgets.Layout(width="200px"))
         self.prev_button.on_click(lambda _: self.move(-1))
         self.next_button.on_click(lambda _: self.move(+1))
         self.jump_button.on_click(lambda _: self.jump_to_inverted())
@@ -193,7 +202,8 @@ class StepThrough:
                                                                          "<extra>%{fullData.name}</extra>"),
                                row=k // cols + 1, col=k % cols + 1)
         self.fig.update_yaxes(autorange="reversed")
-        self.fig.update_layout(height=520, margin=dict(l=10, r=10, t=40, b=10))
+        # white background: the panels an op does not use disappear with their axes
+        self.fig.update_layout(height=520, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
         self.fig.update_annotations(font_size=11)
         controls = widgets.VBox([self.select, widgets.HBox([self.prev_button, self.next_button]),
                                  self.jump_button, self.capture_button])
@@ -297,7 +307,7 @@ class StepThrough:
             rows.append(f"<tr><td>{t.role}</td><td><code>{html.escape(t.arg)}</code></td>"
                         f"<td>{html.escape(t.name)}</td>{cells}</tr>")
         head = "".join(f"<th>{h}</th>" for h in ("", "argument", "tensor", "shape", *columns))
-        return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        return f'<table style="white-space: nowrap; font-size: 90%"><tr>{head}</tr>{"".join(rows)}</table>'
 
     def _draw_heatmaps(self, op):
         shown = [t for t in (op.tensors if op else []) if t.slice2d is not None]
@@ -307,12 +317,16 @@ class StepThrough:
                 trace.z = t.slice2d if t else None
                 trace.name = html.escape(f"{t.arg} {t.slice_label}") if t else ""
                 self.fig.layout.annotations[k].text = self._panel_title(t)
+                suffix = str(k + 1) if k else ""       # the panel's axes: xaxis, xaxis2, ...
+                self.fig.layout["xaxis" + suffix].visible = t is not None
+                self.fig.layout["yaxis" + suffix].visible = t is not None
 
     @staticmethod
     def _panel_title(t):
         if t is None:
             return " "
-        title = html.escape(f"{'out' if t.role == 'output' else 'in'}: {t.arg} {t.shape}")
+        role = {"output": "out", "input": "in"}.get(t.role, t.role)
+        title = html.escape(f"{role}: {t.arg} {t.shape}")
         return title + (f"<br>{html.escape(t.slice_label)}" if t.slice_label else "")
 
     # ------------------------------------------------------------------ display
