@@ -8,7 +8,7 @@
 Each preset states its goal, and the numbers in it were measured on a 2-core CPU (see
 `measured`). Toy-task presets train in seconds; shakespeare-char takes a few minutes.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .config import GPTConfig
 
@@ -46,7 +46,6 @@ class Preset:
     grad_clip: float = 1.0
     goal: str = ""              # what a run of `steps` steps reaches
     measured: str = ""          # what we measured, where
-    extra: dict = field(default_factory=dict)
 
     def make_dataset(self):
         return make_dataset(self.data)
@@ -79,8 +78,10 @@ PRESETS = {p.name: p for p in [
                     "position, so the attention map shows an anti-diagonal.",
         data={"task": "reverse", "length": 8},
         n_layer=2, n_head=4, n_embd=64, block_size=16,
-        batch_size=64, lr=3e-3, warmup=20, steps=300, eval_interval=50,
+        batch_size=64, lr=3e-3, warmup=20, steps=200, eval_interval=50,
         goal=">= 95% exact-match accuracy",
+        measured="100% exact match on 1,000 validation examples for seeds 0-3 (100% from step "
+                 "~50); 200 steps take ~4 s at ~14 ms/step on 2 cores",
     ),
     Preset(
         name="sort-tiny",
@@ -90,6 +91,8 @@ PRESETS = {p.name: p for p in [
         n_layer=2, n_head=4, n_embd=64, block_size=16,
         batch_size=64, lr=3e-3, warmup=20, steps=600, eval_interval=100,
         goal=">= 95% exact-match accuracy",
+        measured="99.9-100% exact match for seeds 0-2; 600 steps take ~10 s at ~14 ms/step "
+                 "on 2 cores",
     ),
     Preset(
         name="add-tiny",
@@ -99,6 +102,8 @@ PRESETS = {p.name: p for p in [
         n_layer=2, n_head=4, n_embd=64, block_size=11,
         batch_size=64, lr=3e-3, warmup=20, steps=1500, eval_interval=250,
         goal=">= 95% exact-match accuracy",
+        measured="98.6-100% exact match for seeds 0-2; 1,500 steps take ~15-20 s at ~10 ms/step "
+                 "on 2 cores",
     ),
     Preset(
         name="repeat-tiny",
@@ -106,8 +111,8 @@ PRESETS = {p.name: p for p in [
                     "learns an induction head (find this letter earlier, copy what followed).",
         data={"task": "repeat", "min_length": 4, "max_length": 8},
         n_layer=2, n_head=4, n_embd=64, block_size=17,
-        batch_size=64, lr=3e-3, warmup=50, steps=2000, eval_interval=250,
-        goal=">= 90% exact-match accuracy",
+        batch_size=128, lr=3e-3, warmup=50, steps=2000, eval_interval=250,
+        goal=">= 95% exact-match accuracy",
     ),
     Preset(
         name="shakespeare-char",
@@ -117,7 +122,9 @@ PRESETS = {p.name: p for p in [
         n_layer=4, n_head=4, n_embd=128, block_size=64,
         batch_size=32, lr=3e-3, warmup=50, steps=2000, min_lr=3e-4, eval_interval=200,
         weight_decay=0.1,
-        goal="validation loss below 2.0",
+        goal="validation loss below 1.8",
+        measured="validation loss 1.62 after 2,000 steps (2.27 after 200), ~4.5 min at ~125 "
+                 "ms/step on 2 cores; samples have speaker names, verse lines, mostly real words",
     ),
 ]}
 

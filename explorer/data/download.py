@@ -10,6 +10,7 @@ file, and asking again will not change that).
 """
 import hashlib
 import os
+import socket
 import tempfile
 import time
 import urllib.error
@@ -116,8 +117,10 @@ def fetch(url, path, sha256=None, retries=3, timeout=30.0, backoff=1.0):
 
 
 def _is_permanent(error):
-    """Errors that will not go away by asking again: HTTP 4xx (404 Not Found, 403, ...) and
-    a malformed URL (ValueError)."""
+    """Errors that will not go away by asking again soon: HTTP 4xx (404 Not Found, 403, ...),
+    a malformed URL (ValueError), and a host name that does not resolve (usually: offline)."""
     if isinstance(error, urllib.error.HTTPError):
         return 400 <= error.code < 500
+    if isinstance(error, urllib.error.URLError) and isinstance(error.reason, socket.gaierror):
+        return True
     return isinstance(error, ValueError)

@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from ..tokenizers import Tokenizer, get_tokenizer
+from ..tokenizers import BPETokenizer, Tokenizer, get_tokenizer
 from .corpora import CORPORA, load_text
 from .download import cache_dir
 
@@ -111,8 +111,22 @@ def text_dataset(source="shakespeare", tokenizer="char", val_fraction=0.1, cache
     text = load_text(source)
     if isinstance(tokenizer, str) and tokenizer.startswith("bpe:"):
         train_part = text[:int(len(text) * (1.0 - val_fraction))]
-        tokenizer = get_tokenizer(tokenizer, text=train_part)
+        tokenizer = trained_bpe_cached(train_part, tokenizer, cache=cache)
     else:
         tokenizer = get_tokenizer(tokenizer, text=text)
     name = source if source in CORPORA else os.path.basename(str(source)) or str(source)
     return TextDataset(text, tokenizer, val_fraction=val_fraction, name=name, cache=cache)
+
+
+def trained_bpe_cached(text, spec, cache=True):
+    """get_tokenizer("bpe:<size>", text), with the learned merges kept in the cache so the
+    same text and size are trained only once."""
+    if not cache:
+        return get_tokenizer(spec, text=text)
+    key = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    path = os.path.join(cache_dir(), "bpe", f"{key}-{spec[4:]}.bpe")
+    if os.path.isfile(path):
+        return BPETokenizer.load(path)
+    tokenizer = get_tokenizer(spec, text=text)
+    tokenizer.save(path)
+    return tokenizer

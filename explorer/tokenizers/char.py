@@ -52,7 +52,10 @@ class CharTokenizer(Tokenizer):
 
     def encode_array(self, text):
         """encode() for a whole corpus, as an int64 array (vectorised over code points)."""
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        try:
+            codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        except UnicodeEncodeError:  # lone surrogates cannot be encoded: take the slow path
+            return np.asarray(self.encode(text), dtype=np.int64)
         table = np.full(max(map(ord, self.alphabet)) + 1, -1, dtype=np.int64)
         table[[ord(c) for c in self.alphabet]] = np.arange(self.vocab_size)
         inside = codes < len(table)
