@@ -28,7 +28,8 @@ def test_heatmap_has_one_column_per_recorded_step_and_lines_per_layer():
     block = ["ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.qkv.bias", "attn.proj.weight",
              "attn.proj.bias", "ln2.weight", "ln2.bias", "mlp.fc.weight", "mlp.fc.bias",
              "mlp.proj.weight", "mlp.proj.bias"]
-    want_rows = ["wte", "wpe"] + [f"blocks.{l}.{p}" for l in range(2) for p in block] + ["ln_f.weight", "ln_f.bias"]
+    want_rows = (["wte", "wpe"] + [f"blocks.{l}.{p}" for l in range(2) for p in block]
+                 + ["ln_f.weight", "ln_f.bias"])
     assert list(heat.y) == want_rows
     norms = rec.series("grad_norm")
     for row, name in zip(z, heat.y):

@@ -94,7 +94,8 @@ def display_slice(x, max_side=MAX_SIDE):
 def _buffer_names(model, trainer):
     """id(array) -> readable name, for every buffer an op can touch."""
     names = {}
-    for is_grad, d in ((False, model.params), (True, model.grads), (False, model.acts), (True, model.grad_acts)):
+    buffers = ((False, model.params), (True, model.grads), (False, model.acts), (True, model.grad_acts))
+    for is_grad, d in buffers:
         for key, arr in d.items():
             names[id(arr)] = f"dL/d({key})" if is_grad else key
     names[id(model.flat_params)] = "all parameters (flat buffer)"
@@ -320,6 +321,8 @@ class StepThrough:
                 suffix = str(k + 1) if k else ""       # the panel's axes: xaxis, xaxis2, ...
                 self.fig.layout["xaxis" + suffix].visible = t is not None
                 self.fig.layout["yaxis" + suffix].visible = t is not None
+                # a single row (a vector) has no row numbers worth showing
+                self.fig.layout["yaxis" + suffix].showticklabels = t is not None and t.slice2d.shape[0] > 1
 
     @staticmethod
     def _panel_title(t):
