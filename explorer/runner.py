@@ -21,6 +21,7 @@ thread: "state" {"state", "step"}, "error" {"error", "traceback", "step"}, "rese
 import sys
 import threading
 import traceback
+import weakref
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import replace
@@ -31,10 +32,27 @@ from ._runtime import compute_lock
 
 RUNNER_EVENTS = ("state", "error", "reset")
 _FOREVER = sys.maxsize     # "until paused": more steps than anyone will take
+# trainer -> its open runner: two threads driving one trainer would fight over its steps
+_RUNNERS = weakref.WeakKeyDictionary()
+_RUNNERS_LOCK = threading.RLock()
 
 
 class BackgroundTrainer:
+    @classmethod
+    def of(cls, trainer):
+        """The trainer's open BackgroundTrainer, made now if it has none. Views use this, so
+        a dashboard shown twice (a cell run again) drives the same thread."""
+        with _RUNNERS_LOCK:
+            runner = _RUNNERS.get(trainer)
+            return runner if runner is not None else cls(trainer)
+
     def __init__(self, trainer):
+        with _RUNNERS_LOCK:
+            existing = _RUNNERS.get(trainer)
+            if existing is not None:
+                raise RuntimeError(f"this trainer already has a {existing!r}: share it with "
+                                   f"BackgroundTrainer.of(trainer), or close() it first")
+            _RUNNERS[trainer] = self
         self.trainer = trainer
         self.state = "idle"
         self.error = None            # the last exception raised inside a step, if any
@@ -170,6 +188,9 @@ class BackgroundTrainer:
         self._thread.join(timeout)
         self.trainer.off("run_start", self._on_run_start)
         self.trainer.off("step", self._on_step)
+        with _RUNNERS_LOCK:
+            if _RUNNERS.get(self.trainer) is self:
+                del _RUNNERS[self.trainer]
 
     def __enter__(self):
         return self
@@ -186,6 +207,9 @@ class BackgroundTrainer:
             raise RuntimeError("this BackgroundTrainer is closed; make a new one")
 
     def _submit(self, kind, argument, wait, timeout):
+        if wait and threading.current_thread() is self._thread:
+            raise RuntimeError(f"{kind}() with wait=True from the training thread (e.g. in a "
+                               f"step listener) would wait for itself: pass wait=False")
         future = Future()
         self._capture_parent()
         with self._cond:

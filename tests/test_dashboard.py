@@ -59,6 +59,7 @@ def make_dashboard():
         if hasattr(dash.trainer.data, "gate"):
             dash.trainer.data.gate.set()
         dash.close()
+        dash.runner.close()
 
 
 def click(dash, name):
@@ -159,6 +160,7 @@ def test_throttling_limits_figure_updates():
             assert dash.plot_updates - before == expected + 1
         finally:
             dash.close()
+    dash.runner.close()
     # no clock movement at all: only the final redraw
     frozen = FakeClock()
     dash = TrainingDashboard(Trainer(GPT(CONFIG), GatedTokens(), batch_size=2), clock=frozen,
@@ -170,6 +172,7 @@ def test_throttling_limits_figure_updates():
         assert dash.plot_updates - before == 1 and dash.points()["train loss"] == 10
     finally:
         dash.close()
+        dash.runner.close()
 
 
 def test_saved_widget_state_matches_the_figure_when_idle(make_dashboard):
@@ -212,9 +215,11 @@ def test_sample_for_a_toy_task_and_static_fallback(make_dashboard):
     assert len(dash.static_figure().data[0].x) == 2
 
 
-def test_a_shared_runner_is_not_closed_by_the_dashboard():
-    runner = BackgroundTrainer(Trainer(GPT(CONFIG), GatedTokens(), batch_size=2))
-    dash = TrainingDashboard(runner, sample_every_s=0)
+def test_dashboards_of_one_trainer_share_its_runner_and_close_leaves_it():
+    trainer = Trainer(GPT(CONFIG), GatedTokens(), batch_size=2)
+    runner = BackgroundTrainer.of(trainer)
+    dash = TrainingDashboard(trainer, sample_every_s=0)      # e.g. a cell run again
+    assert dash.runner is runner and TrainingDashboard(runner, sample_every_s=0).runner is runner
     dash.close()
     assert runner.step()["step"] == 1           # still running its thread
     assert dash.points()["train loss"] == 0     # ... and the dashboard no longer listens

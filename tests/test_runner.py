@@ -266,3 +266,30 @@ def test_close_ends_the_thread_and_leaves_the_trainer_usable():
     with pytest.raises(RuntimeError, match="closed"):
         r.run(1)
     assert r.trainer.step()["step"] == 3
+
+
+def test_one_runner_per_trainer():
+    r = make_runner()
+    try:
+        assert BackgroundTrainer.of(r.trainer) is r
+        with pytest.raises(RuntimeError, match="already has"):
+            BackgroundTrainer(r.trainer)
+    finally:
+        r.close()
+    fresh = BackgroundTrainer.of(r.trainer)     # the closed one is gone
+    assert fresh is not r and fresh.step()["step"] == 1
+    fresh.close()
+
+
+def test_waiting_for_a_step_from_the_training_thread_is_refused(runner):
+    errors = []
+
+    def listener(metrics):
+        try:
+            runner.step()
+        except RuntimeError as exc:
+            errors.append(exc)
+    runner.on("step", listener)
+    runner.step(wait=False).result(TIMEOUT)
+    assert len(errors) == 1 and "wait=False" in str(errors[0])
+    assert runner.trainer.step_count == 1

@@ -30,8 +30,8 @@ class TrainingDashboard:
     def __init__(self, trainer_or_runner, sample_every_s=10.0, plot_every=1, min_interval_s=0.25,
                  max_points=MAX_POINTS, sample_prompt=None, sample_tokens=80, steps=0,
                  plot_budget=0.02, sample_budget=0.01, clock=time.monotonic):
-        """trainer_or_runner: a Trainer (the dashboard starts a BackgroundTrainer for it and
-        closes it in close()) or a BackgroundTrainer. sample_every_s: seconds between two
+        """trainer_or_runner: a Trainer (the dashboard drives its BackgroundTrainer.of(trainer),
+        shared with any other view of it) or a BackgroundTrainer. sample_every_s: seconds between two
         generated samples during training (0: only when training stops). steps: the value
         the "steps" box starts with (0: up to the trainer's max_steps, then until paused).
         plot_budget, sample_budget: the largest fraction of training time that redraws and
@@ -39,9 +39,9 @@ class TrainingDashboard:
         import ipywidgets as W
 
         if isinstance(trainer_or_runner, BackgroundTrainer):
-            self.runner, self._owns_runner = trainer_or_runner, False
+            self.runner = trainer_or_runner
         else:
-            self.runner, self._owns_runner = BackgroundTrainer(trainer_or_runner), True
+            self.runner = BackgroundTrainer.of(trainer_or_runner)
         self.trainer = self.runner.trainer
         self.max_points = max_points
         self.sample_every_s, self.sample_prompt, self.sample_tokens = (
@@ -199,13 +199,14 @@ class TrainingDashboard:
             self.refresh()
 
     def _on_state(self, event):
+        self._show_state(event["state"])
         if event["state"] != "running":
-            # the final redraw, then make the saved widget state match it (page reload)
+            # the final redraw, then make the saved widget state match it (page reload);
+            # the sample last: it is the slowest part (a text sample generates many tokens)
             self.refresh()
+            sync_saved_state(self.figure)
             if self._sample_step != self.trainer.step_count:
                 self._refresh_sample()
-            sync_saved_state(self.figure)
-        self._show_state(event["state"])
 
     def _on_error(self, event):
         exc = event["error"]
@@ -259,14 +260,13 @@ class TrainingDashboard:
                 f"kernel)<br>{self._status_html()}<br>{_loss_svg(self.trainer.history)}</div>")
 
     def close(self):
-        """Stop listening (and stop the BackgroundTrainer the dashboard started)."""
+        """Stop listening to the trainer. Training goes on if it runs: dash.runner.pause()
+        stops it, dash.runner.close() ends its thread."""
         for source, event, callback in self._subscriptions:
             try:
                 source.off(event, callback)
             except ValueError:
                 pass
-        if self._owns_runner:
-            self.runner.close()
 
     def __repr__(self):
         return f"TrainingDashboard({self.runner!r})"
