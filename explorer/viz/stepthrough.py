@@ -13,6 +13,7 @@ The model overwrites its buffers on the next step, so the view shows a *capture*
 and displayed slices taken at capture time (and full copies for small models, in .ops).
 """
 import html
+import threading
 from dataclasses import dataclass, field
 
 import ipywidgets as widgets
@@ -173,6 +174,7 @@ class StepThrough:
             raise TypeError(f"StepThrough needs a GPT model or a Trainer, got {type(model).__name__}")
         self.model, self.trainer = model, trainer
         self.ops = []
+        self._lock = threading.RLock()               # run_end captures on the training thread
         self._build()
         if trainer is not None and follow:
             trainer.on("run_end", self._on_run_end)  # BackgroundTrainer's Step is a run(1)
@@ -214,16 +216,18 @@ class StepThrough:
     # ------------------------------------------------------------------ capture and navigation
     def capture(self, full=None):
         """Copy the model's record of its last step (see capture_trace) and show it."""
-        old = self.select.value
-        self.ops = capture_trace(self.model, self.trainer, full)
-        self.select.options = [(op.label, op.index) for op in self.ops]
-        value = old if old is not None and old < len(self.ops) else (0 if self.ops else None)
-        if self.select.value == value:
-            self._draw()
-        else:
-            self.select.value = value                # draws through the observer
-        self._draw_header()
-        return self.ops
+        ops = capture_trace(self.model, self.trainer, full)
+        with self._lock:
+            old = self.select.value
+            self.ops = ops
+            self.select.options = [(op.label, op.index) for op in ops]
+            value = old if old is not None and old < len(ops) else (0 if ops else None)
+            if self.select.value == value:
+                self._draw()
+            else:
+                self.select.value = value            # draws through the observer
+            self._draw_header()
+        return ops
 
     def _on_run_end(self, payload):
         self.capture()
@@ -236,8 +240,8 @@ class StepThrough:
     @property
     def selected(self):
         """The OpSnapshot on show (None when nothing was captured)."""
-        v = self.select.value
-        return self.ops[v] if v is not None else None
+        v, ops = self.select.value, self.ops
+        return ops[v] if v is not None and v < len(ops) else None
 
     def move(self, delta):
         """Select the op `delta` places further (Next: +1, Previous: -1), stopping at the ends."""
@@ -272,6 +276,10 @@ class StepThrough:
         self.header.value = f"<b>One training step</b>: {html.escape(text)}"
 
     def _draw(self):
+        with self._lock:
+            self._draw_selected()
+
+    def _draw_selected(self):
         op = self.selected
         self.prev_button.disabled = op is None or op.index == 0
         self.next_button.disabled = op is None or op.index == len(self.ops) - 1
