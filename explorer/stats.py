@@ -261,8 +261,11 @@ class GradientRecorder:
 
     def close(self):
         """Stop recording (unsubscribe from the trainer) and free the parameter copy."""
-        if self.trainer is not None and self._on_step in self.trainer._listeners["step"]:
-            self.trainer.off("step", self._on_step)
+        if self.trainer is not None:
+            try:
+                self.trainer.off("step", self._on_step)
+            except ValueError:
+                pass                        # closed already
         self._prev_params = None
 
     def clear(self):

@@ -141,6 +141,7 @@ def test_a_view_made_by_the_user_stops_recording_on_close():
     view = GradientFlow(trainer)
     trainer.step()
     view.close()
+    view.close()                                        # a second close is harmless
     trainer.step()
     assert view.recorder.steps == [1]
     assert trainer._listeners["step"] == [] and trainer._listeners["run_end"] == []

@@ -289,10 +289,11 @@ class GradientFlow:
         return [static_copy(fig) for fig in self.figures()]
 
     def close(self):
-        """Stop listening (and stop recording, if this view made the recorder)."""
-        self.recorder.remove_listener(self._on_record)
-        if self.trainer is not None:
-            self.trainer.off("run_end", self._on_run_end)
+        """Stop listening (and stop recording, if this view made the recorder). Idempotent."""
+        if self._on_record in self.recorder._listeners:
+            self.recorder.remove_listener(self._on_record)
+            if self.trainer is not None:
+                self.trainer.off("run_end", self._on_run_end)
         if self._owns_recorder:
             self.recorder.close()
 

@@ -342,8 +342,11 @@ class StepThrough:
 
     # ------------------------------------------------------------------ display
     def close(self):
-        if self.trainer is not None and self._on_run_end in self.trainer._listeners["run_end"]:
-            self.trainer.off("run_end", self._on_run_end)
+        if self.trainer is not None:
+            try:
+                self.trainer.off("run_end", self._on_run_end)
+            except ValueError:
+                pass                        # closed already
 
     def static_figure(self):
         return static_copy(self.fig)
