@@ -113,6 +113,9 @@ PRESETS = {p.name: p for p in [
         n_layer=2, n_head=4, n_embd=64, block_size=17,
         batch_size=128, lr=3e-3, warmup=50, steps=2000, eval_interval=250,
         goal=">= 95% exact-match accuracy",
+        measured="100% exact match for seeds 0-2 after 2,000 steps; the induction head appears "
+                 "suddenly, somewhere between steps ~500 and ~1,500 depending on the seed (seed 1: "
+                 "85% at 1,200 steps). ~80 s at ~40 ms/step on 2 cores",
     ),
     Preset(
         name="shakespeare-char",
