@@ -10,7 +10,7 @@ Architecture (GPT-2 exactly): token + learned position embedding; n_layer pre-LN
 then a final layernorm and an LM head tied to the token embedding.
 """
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,7 +32,6 @@ class OpRecord:
     outputs: dict
     inputs: dict
     inverts: str | None = None
-    tensor_names: dict = field(default_factory=dict)  # argument -> activation/param name
 
 
 class GPT:

@@ -110,8 +110,9 @@ class Trainer:
             except BaseException:
                 self.rng.bit_generator.state = rng_state
                 raise
-        self.history.append(metrics)
-        self._emit("step", metrics)
+            self.history.append(metrics)
+            # still under the lock: listeners read the model's record of exactly this step
+            self._emit("step", metrics)
         return metrics
 
     def _step(self):
