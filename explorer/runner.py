@@ -71,6 +71,7 @@ class BackgroundTrainer:
         # the trainer clears its stop flag when a run starts; re-apply a pause that came earlier
         trainer.on("run_start", self._on_run_start)
         trainer.on("step", self._on_step)
+        self._capture_parent()       # output before any run() goes under the creating cell
         self._thread.start()
 
     # ----------------------------------------------------------------- events

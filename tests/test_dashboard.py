@@ -215,14 +215,19 @@ def test_sample_for_a_toy_task_and_static_fallback(make_dashboard):
     assert len(dash.static_figure().data[0].x) == 2
 
 
-def test_dashboards_of_one_trainer_share_its_runner_and_close_leaves_it():
+def test_a_new_dashboard_replaces_the_old_one_and_shares_the_runner():
     trainer = Trainer(GPT(CONFIG), GatedTokens(), batch_size=2)
     runner = BackgroundTrainer.of(trainer)
-    dash = TrainingDashboard(trainer, sample_every_s=0)      # e.g. a cell run again
-    assert dash.runner is runner and TrainingDashboard(runner, sample_every_s=0).runner is runner
-    dash.close()
-    assert runner.step()["step"] == 1           # still running its thread
-    assert dash.points()["train loss"] == 0     # ... and the dashboard no longer listens
+    first = TrainingDashboard(trainer, sample_every_s=0)
+    again = TrainingDashboard(trainer, sample_every_s=0)     # the cell run again
+    assert first.runner is runner and again.runner is runner
+    assert "replaced" in first.status.value
+    assert runner.step()["step"] == 1
+    assert first.points()["train loss"] == 0     # the old one no longer listens
+    assert again.points()["train loss"] == 1
+    again.close()
+    assert runner.step()["step"] == 2            # closing a view leaves the runner working
+    assert again.points()["train loss"] == 1
     runner.close()
 
 

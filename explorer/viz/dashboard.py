@@ -17,6 +17,7 @@ import math
 import statistics
 import threading
 import time
+import weakref
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from ..runner import BackgroundTrainer
 from ._plotly import MAX_POINTS, Throttle, decimate, static_copy, sync_saved_state
 
 LOSS_COLOR, VAL_COLOR, ACC_COLOR, SPEED_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f"
+# trainer -> its live dashboard: a cell run again replaces the old one instead of adding a
+# second set of redraws to every step
+_LIVE = weakref.WeakKeyDictionary()
 
 
 class TrainingDashboard:
@@ -90,6 +94,11 @@ class TrainingDashboard:
         self.refresh()
         self._refresh_sample()
         self._show_state(self.runner.state)
+        previous = _LIVE.get(self.trainer)
+        if previous is not None:
+            previous.close()
+            previous.status.value += " &middot; <i>replaced by a newer dashboard</i>"
+        _LIVE[self.trainer] = self
 
     # ----------------------------------------------------------------- the figure
     def _make_figure(self):
@@ -267,6 +276,8 @@ class TrainingDashboard:
                 source.off(event, callback)
             except ValueError:
                 pass
+        if _LIVE.get(self.trainer) is self:
+            del _LIVE[self.trainer]
 
     def __repr__(self):
         return f"TrainingDashboard({self.runner!r})"
