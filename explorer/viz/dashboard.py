@@ -118,7 +118,8 @@ class TrainingDashboard:
             fig.add_scatter(name="accuracy", mode="lines+markers", line_color=ACC_COLOR,
                             hovertemplate="step %{x}<br>exact-match accuracy %{y:.1%}<extra></extra>",
                             row=1, col=1, secondary_y=True)
-            fig.update_yaxes(title_text="accuracy", range=[0, 1.02], tickformat=".0%",
+            fig.update_yaxes(title_text="accuracy", range=[0, 1.04], tickformat=".0%",
+                             tickmode="array", tickvals=[0, 0.25, 0.5, 0.75, 1.0],
                              showgrid=False, row=1, col=1, secondary_y=True)
         fig.add_scatter(name="tokens/s", mode="lines", line_color=SPEED_COLOR, showlegend=False,
                         hovertemplate="step %{x}<br>%{y:,.0f} tokens/s<extra></extra>", row=2, col=1)
