@@ -1,6 +1,6 @@
 """Training in a background thread, so a notebook stays usable while a model learns.
 
-    runner = BackgroundTrainer(trainer)
+    runner = BackgroundTrainer.of(trainer)   # the trainer's runner (made on first use)
     runner.run()          # returns at once; training goes on in the thread
     runner.pause()        # stops after the step in progress
     runner.step()         # exactly one step (while paused or idle); returns its metrics
@@ -178,7 +178,8 @@ class BackgroundTrainer:
             return self._cond.wait_for(self._settled, timeout)
 
     def close(self, timeout=5.0):
-        """Stop training and end the thread; the trainer stays usable without it."""
+        """Stop training and end the thread; the trainer stays usable without it (and
+        BackgroundTrainer.of(trainer) makes a new runner)."""
         with self._cond:
             if self._closed:
                 return
