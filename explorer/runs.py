@@ -121,13 +121,13 @@ def _sample_for_log(trainer, preset, tokenizer):
     data = trainer.data
     rng = np.random.default_rng(trainer.step_count)   # not the trainer's: keep runs reproducible
     if getattr(data, "seq_len", None) and hasattr(data, "sample"):
-        return _task_example(trainer.model, data, rng)
+        return task_example(trainer.model, data, rng)
     prompt = preset.extra.get("sample_prompt", "\n")
     return sample_text(trainer.model, tokenizer, prompt, tokens=80, temperature=0.8,
                        seed=trainer.step_count).replace("\n", " | ")
 
 
-def _task_example(model, task, rng):
+def task_example(model, task, rng):
     """One validation example: the prompt, the model's greedy answer, and whether it is right."""
     seqs, mask = task.sample(rng, 1, "val")
     start = int(np.argmax(mask[0]))          # first answer position

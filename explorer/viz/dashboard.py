@@ -184,12 +184,12 @@ class TrainingDashboard:
         self._sample_throttle.mark(step, self._clock() - start)
 
     def _make_sample(self, step):
-        from ..runs import _task_example, sample_text   # toy task: prompt -> greedy answer
+        from ..runs import task_example, sample_text   # toy task: prompt -> greedy answer
 
         data, model = self.trainer.data, self.trainer.model
         rng = np.random.default_rng(step)      # not the trainer's: sampling must not change training
         if hasattr(data, "sample") and getattr(data, "seq_len", None):
-            return _task_example(model, data, rng)
+            return task_example(model, data, rng)
         tokenizer = getattr(data, "tokenizer", None)
         prompt = self.sample_prompt
         if prompt is None:
