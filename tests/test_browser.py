@@ -134,7 +134,7 @@ FIGURES_JS = """() => Array.from(document.querySelectorAll('.jp-OutputArea .js-p
     drawn: plot.querySelectorAll('.trace, .heatmaplayer image').length,
     // what plotly was given (graph div's data/layout): tells "no data" from "failed to draw"
     traces: plot.data ? plot.data.length : null,
-    layoutTitle: plot.layout && plot.layout.title ? (plot.layout.title.text || String(plot.layout.title)) : null,
+    layoutTitle: ((plot.layout || {}).title || {}).text || null,
 }))"""
 
 
@@ -142,7 +142,11 @@ def check_tour(page, folder, problems):
     figures = page.evaluate(FIGURES_JS)
     (folder / "figures.json").write_text(json.dumps(figures, indent=1))
     assert len(figures) >= 7, f"expected the tour's plotly figures (7 or more), found {len(figures)}"
-    blank = [f["title"] or f"figure {i}" for i, f in enumerate(figures) if not f["drawn"]]
+    # A FigureWidget first draws an empty placeholder, then its data; one left with the
+    # placeholder (graph div data == []) shows blank axes (seen when the kernel trained while
+    # the browser drew it).
+    blank = [f"figure {i} ({f['title'] or 'untitled'}, {f['traces']} traces given to plotly)"
+             for i, f in enumerate(figures) if not f["drawn"]]
     assert not blank, f"plotly figures that draw nothing (no trace, no heatmap): {blank}"
     check_dashboard_pause_and_step(page, folder)
     check_attention_slider_redraws(page, folder)

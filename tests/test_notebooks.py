@@ -43,7 +43,8 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path):
     # One cell may take the whole budget; the total is checked after the run.
     client = nbclient.NotebookClient(
         nb, km=_kernel_manager(tmp_path), timeout=limit, allow_errors=False,
-        resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+        store_widget_state=False)   # the saved copy stays small (plotly's JS is ~5 MB a figure)
     started = time.perf_counter()
     try:
         client.execute(env=kernel_env())
