@@ -11,6 +11,7 @@ from .data import TextDataset, load_text, make_task, text_dataset
 from .tokenizers import (BPETokenizer, CharTokenizer, GPT2Tokenizer, get_tokenizer,
                          tokenizer_from_dict, train_bpe)
 from .presets import PRESETS, get_preset
+from .lab import KernelLab, check_kernel
 
 __all__ = ["GPT", "GPTConfig", "TrainConfig", "Trainer", "kernels",
            "save", "load", "Checkpoint", "load_params",
@@ -18,5 +19,5 @@ __all__ = ["GPT", "GPTConfig", "TrainConfig", "Trainer", "kernels",
            "save_llmc", "load_llmc",
            "TextDataset", "load_text", "make_task", "text_dataset",
            "BPETokenizer", "CharTokenizer", "GPT2Tokenizer", "get_tokenizer", "tokenizer_from_dict",
-           "train_bpe", "PRESETS", "get_preset"]
+           "train_bpe", "PRESETS", "get_preset", "check_kernel", "KernelLab"]
 __version__ = "0.1.0"
