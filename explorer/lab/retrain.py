@@ -22,6 +22,7 @@ from .._runtime import compute_lock
 from ..kernels import reference as ref
 from ..presets import get_preset
 from .check import Case, check_kernel
+from .sandbox import Sandbox
 
 
 @dataclass
@@ -50,6 +51,7 @@ class KernelLab:
         self._reference = None
         self._calls = {}
         self._stop = threading.Event()
+        self.sandbox = Sandbox()    # stop() cancels a check in progress through it
         self.checks = {}            # registry name -> the last KernelReport
 
     # ------------------------------------------------------------------ checking
@@ -63,6 +65,7 @@ class KernelLab:
 
     def check(self, name, fn, **options):
         """check_kernel on random cases and on this lab's model calls (see model_calls)."""
+        options.setdefault("sandbox", self.sandbox)
         report = check_kernel(name, fn, model_calls=self.model_calls(name), **options)
         self.checks[name] = report
         return report
@@ -87,8 +90,9 @@ class KernelLab:
         return self._train(name, report, steps or self.steps, started, on_step)
 
     def stop(self):
-        """End a retrain in progress after its current step (safe from any thread)."""
+        """End a check in progress now, or a retrain after its current step (any thread)."""
         self._stop.set()
+        self.sandbox.cancel()
 
     def _train(self, name, report, steps, started, on_step):
         run = RetrainRun(name, report=report)

@@ -12,6 +12,7 @@ _WHERE = {
     "StepThrough": "stepthrough",
     "TokenView": "tokens",
     "SamplingView": "tokens",
+    "KernelLabView": "lab",
 }
 
 
