@@ -3,6 +3,7 @@
     explorer train --preset reverse-tiny --steps 300 --out runs/
     explorer sample runs/reverse-tiny-.../checkpoint.safetensors --prompt "ROMEO:" --tokens 200
     explorer bench --configs tiny,small
+    explorer demo --preset repeat-tiny
 """
 import argparse
 import sys
@@ -27,6 +28,11 @@ def _presets(args):
     for name, preset in PRESETS.items():
         print(f"{name:20s} {preset.description}")
     return 0
+
+
+def _demo(args):
+    from .demo import serve_demo
+    return serve_demo(args.preset, port=args.port, open_browser=not args.no_browser, lab=args.lab)
 
 
 def _bench(argv):
@@ -59,6 +65,13 @@ def build_parser():
 
     presets = sub.add_parser("presets", help="list the training presets")
     presets.set_defaults(run=_presets)
+
+    demo = sub.add_parser("demo", help="serve the instructor's live demo (Voila) in the browser")
+    demo.add_argument("--preset", default="reverse-tiny", help="what the model learns (see `explorer presets`)")
+    demo.add_argument("--port", type=int, default=8866)
+    demo.add_argument("--no-browser", action="store_true", help="don't open a browser window")
+    demo.add_argument("--lab", action="store_true", help="open it in JupyterLab instead of Voila")
+    demo.set_defaults(run=_demo)
 
     sub.add_parser("bench", help="benchmark a training step against PyTorch (see --help)",
                    add_help=False)

@@ -1,0 +1,31 @@
+"""Projector mode: everything larger, for a lecture hall.
+
+    from explorer.viz.style import projector
+    projector()          # run before making the views; display its result to restyle widgets
+
+Plotly figures made afterwards use a larger font (a plotly template, set as the default);
+the returned HTML widget carries CSS that enlarges widget labels, buttons and text.
+"""
+import ipywidgets as widgets
+import plotly.graph_objects as go
+import plotly.io as pio
+
+TEMPLATE = "explorer_projector"
+
+
+def projector(scale=1.5):
+    """Make later plotly figures and all widgets `scale` times larger; returns the style widget."""
+    if scale <= 0:
+        raise ValueError(f"scale must be positive, got {scale}")
+    base = 12 * scale
+    pio.templates[TEMPLATE] = go.layout.Template(layout=dict(
+        font=dict(size=base), title=dict(font=dict(size=base * 1.2)),
+        hoverlabel=dict(font=dict(size=base))))
+    pio.templates.default = f"plotly+{TEMPLATE}"
+    px = round(13 * scale)
+    css = (f"<style>.widget-label, .widget-button, .widget-html-content, .widget-readout, "
+           f".widget-inline-hbox, .widget-text input, .widget-dropdown select "
+           f"{{font-size: {px}px !important; line-height: 1.3;}} "
+           f".widget-button {{height: {round(28 * scale)}px !important;}} "
+           f".jp-RenderedHTMLCommon, .jp-OutputArea-output pre {{font-size: {px}px;}}</style>")
+    return widgets.HTML(css, layout=widgets.Layout(height="0px"))
