@@ -14,6 +14,7 @@ from .compile import fresh_compile
 from .report import KernelReport, OutputCheck
 from .retrain import KernelLab, RetrainRun, only_shipped_except
 from .sandbox import Sandbox
+from .versions import VersionTable, compare_versions
 
 __all__ = ["check_kernel", "fresh_compile", "KernelLab", "KernelReport", "OutputCheck", "RetrainRun",
-           "Sandbox", "TOLERANCE", "only_shipped_except"]
+           "Sandbox", "TOLERANCE", "VersionTable", "compare_versions", "only_shipped_except"]

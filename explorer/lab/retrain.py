@@ -34,6 +34,7 @@ class RetrainRun:
     report: object = None           # the KernelReport that allowed (or refused) the run
     first_step_s: float = None      # from calling retrain to the first step's loss
     seconds: float = 0.0
+    trainer: object = field(default=None, repr=False)   # the run's trainer (and .model, .data)
 
     def __str__(self):
         label = self.kernel_name or "reference"
@@ -95,8 +96,8 @@ class KernelLab:
         self.sandbox.cancel()
 
     def _train(self, name, report, steps, started, on_step):
-        run = RetrainRun(name, report=report)
         _, _, trainer = self.preset.build(seed=self.seed)
+        run = RetrainRun(name, report=report, trainer=trainer)
         swap = {name: report.kernel} if name else {}
         for _ in range(steps):
             if self._stop.is_set():
