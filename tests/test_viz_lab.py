@@ -78,3 +78,30 @@ def test_static_fallback_says_what_it_is(lab):
     bundle = view._repr_mimebundle_()
     assert "Kernel lab: gelu_forward" in bundle["text/html"]
     assert "application/vnd.jupyter.widget-view+json" in bundle
+
+
+def test_a_failing_check_leaves_a_live_dashboard_and_its_trainer_alone():
+    from explorer.presets import get_preset
+    from explorer.viz import TrainingDashboard
+
+    _, model, trainer = get_preset("reverse-tiny").build(seed=0)
+    dashboard = TrainingDashboard(trainer)
+    dashboard.runner.step()
+    dashboard.runner.step()
+    before = ([list(t.y if t.y is not None else ()) for t in dashboard.figure.data], model.flat_params.copy(),
+              trainer.m.copy(), len(trainer.history))
+    assert any(before[0]), "the dashboard should show the two steps' losses"
+    lab = KernelLab("reverse-tiny", steps=5, seed=0)
+    for kernel in (gelu_forward_half, gelu_forward_endless):
+        view = KernelLabView(lab, "gelu_forward", kernel)
+        view.check(wait=False)
+        view.wait(2)
+        lab.stop()
+        view.wait(30)
+        assert not view.report.passed
+    assert [list(t.y if t.y is not None else ()) for t in dashboard.figure.data] == before[0]
+    assert np.array_equal(model.flat_params, before[1]) and np.array_equal(trainer.m, before[2])
+    assert len(trainer.history) == before[3] == 2
+    dashboard.runner.step()                     # and training goes on where it was
+    assert len(trainer.history) == 3
+    dashboard.runner.close()
