@@ -1,7 +1,9 @@
 """What the notebook tests share: which notebooks exist, the time each may take, the
 environment their kernels run in, and where tests leave files for people to look at."""
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -13,6 +15,10 @@ NOTEBOOK_DIR = REPO / "notebooks"
 # states its own here.
 TIME_LIMITS_S = {
     "00_tour.ipynb": 240,
+    # the course notebooks' goal is 3 minutes each, also with an empty Numba cache
+    "01_tokens.ipynb": 180,
+    "06_interpretability.ipynb": 180,
+    "07_sampling.ipynb": 180,
 }
 DEFAULT_TIME_LIMIT_S = 300
 
@@ -27,10 +33,13 @@ def time_limit_s(notebook: Path) -> int:
 
 
 def kernel_env(base=None):
-    """Environment for a notebook's kernel: offline tokenizer files from ../shared/data, and
-    this checkout of `explorer` first on the path (whatever else is installed)."""
+    """Environment for a notebook's kernel: offline tokenizer files and corpora from
+    ../shared/data, and this checkout of `explorer` first on the path (whatever else is
+    installed)."""
     env = dict(os.environ if base is None else base)
-    env["TIKTOKEN_CACHE_DIR"] = str((REPO.parent / "shared" / "data" / "tiktoken_cache").resolve())
+    shared_data = (REPO.parent / "shared" / "data").resolve()
+    env["TIKTOKEN_CACHE_DIR"] = str(shared_data / "tiktoken_cache")
+    env.setdefault("EXPLORER_DATA_DIR", str(shared_data))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
@@ -58,6 +67,45 @@ def python_kernel_spec():
     `python3` kernel a user or system folder happens to define."""
     return {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
             "display_name": "Python 3 (explorer tests)", "language": "python"}
+
+
+def kernel_manager(tmp_path):
+    """A Jupyter kernel manager whose only kernel spec runs this Python."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    name = "explorer-test-python"
+    spec_dir = tmp_path / "kernels" / name
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps(python_kernel_spec()))
+    specs = KernelSpecManager(kernel_dirs=[str(tmp_path / "kernels")])
+    return AsyncKernelManager(kernel_name=name, kernel_spec_manager=specs)
+
+
+def execute_notebook(nb, saved_name, tmp_path, limit):
+    """Run `nb` (an nbformat node, filled with outputs in place) top to bottom in a fresh
+    kernel started in notebooks/, and save the executed copy as `saved_name` in the
+    artifacts folder. Returns the seconds it took; an error, or a cell running longer than
+    `limit`, fails the calling test."""
+    import nbclient
+    import nbformat
+    import pytest
+    client = nbclient.NotebookClient(
+        nb, km=kernel_manager(tmp_path), timeout=limit, allow_errors=False,
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
+        store_widget_state=False)   # the saved copy stays small (plotly's JS is ~5 MB a figure)
+    started = time.perf_counter()
+    try:
+        client.execute(env=kernel_env())
+    except nbclient.exceptions.CellExecutionError as error:
+        pytest.fail(f"{saved_name} stopped with an error:\n{error}")
+    except nbclient.exceptions.CellTimeoutError:
+        pytest.fail(f"{saved_name}: a cell ran longer than the notebook's whole limit of {limit} s")
+    finally:
+        elapsed = time.perf_counter() - started
+        folder = artifacts_dir("notebooks")
+        nbformat.write(nb, folder / saved_name)
+        (folder / f"{Path(saved_name).stem}.time.txt").write_text(f"{elapsed:.1f} s top to bottom\n")
+    return elapsed
 
 
 def error_outputs(nb):
