@@ -25,7 +25,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..tokenizers import tokenizer_from_dict
-from ._plotly import Throttle, static_copy, sync_saved_state
+from ._figure import FigureWidget
+from ._plotly import Throttle, static_copy
 from .snapshots import AttentionProbe, SnapshotHistory
 from .tokens import token_labels
 
@@ -128,7 +129,7 @@ class AttentionExplorer:
         """Make the figures' saved widget state what they show (a page reload or a saved
         notebook otherwise rebuilds them as first created: blank maps)."""
         for fig in (self.grid, self.selected):
-            sync_saved_state(fig)
+            fig.sync_state()
 
     def restart(self):
         """Drop the snapshots and probe now: for when training starts over (e.g. subscribe it
@@ -213,14 +214,15 @@ class AttentionExplorer:
                           title=dict(text="all heads (click one to enlarge)", font_size=12),
                           shapes=[dict(type="rect", xref="x domain", yref="y domain", x0=0, x1=1,
                                        y0=0, y1=1, line=dict(color="#d62728", width=2))])
-        fig = go.FigureWidget(fig)
+        fig = FigureWidget(fig, lock=self._lock)
         for trace in fig.data:
             trace.on_click(self._on_grid_click)
         return fig
 
     def _make_selected(self):
-        fig = go.FigureWidget(go.Heatmap(z=[[0.0]], zmin=0, zmax=1, colorscale=COLORSCALE,
-                                         hovertemplate="%{text}<br>p = %{z:.3f}<extra></extra>"))
+        fig = FigureWidget(go.Heatmap(z=[[0.0]], zmin=0, zmax=1, colorscale=COLORSCALE,
+                                      hovertemplate="%{text}<br>p = %{z:.3f}<extra></extra>"),
+                           lock=self._lock)
         fig.update_layout(width=520, height=520, margin=dict(l=60, r=20, t=50, b=60),
                           xaxis=dict(title="key (looked at)", tickmode="array", tickangle=0),
                           yaxis=dict(title="query (looking)", tickmode="array",
@@ -313,6 +315,7 @@ class AttentionExplorer:
         return static_copy(self.selected)
 
     def _repr_mimebundle_(self, **kwargs):
+        self._save_state()
         bundle = self.widget._repr_mimebundle_(**kwargs)
         bundle["text/html"] = self._static_html()
         return bundle

@@ -22,7 +22,7 @@ import weakref
 import numpy as np
 
 from ..runner import BackgroundTrainer
-from ._plotly import MAX_POINTS, Throttle, decimate, static_copy, sync_saved_state
+from ._plotly import MAX_POINTS, Throttle, decimate, static_copy
 
 LOSS_COLOR, VAL_COLOR, ACC_COLOR, SPEED_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f"
 # trainer -> its live dashboard: a cell run again replaces the old one instead of adding a
@@ -102,13 +102,14 @@ class TrainingDashboard:
 
     # ----------------------------------------------------------------- the figure
     def _make_figure(self):
-        import plotly.graph_objects as go
         from plotly.subplots import make_subplots
 
+        from ._figure import FigureWidget
+
         top = {"secondary_y": True} if self.has_accuracy else {}
-        fig = go.FigureWidget(make_subplots(
+        fig = FigureWidget(make_subplots(
             rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08, row_heights=[0.72, 0.28],
-            specs=[[top], [{}]]))
+            specs=[[top], [{}]]), lock=self._lock)
         line = "step %{x}<br>%{fullData.name} %{y:.4f}<extra></extra>"
         fig.add_scatter(name="train loss", mode="lines", line_color=LOSS_COLOR,
                         hovertemplate=line, row=1, col=1)
@@ -214,7 +215,7 @@ class TrainingDashboard:
             # the final redraw, then make the saved widget state match it (page reload);
             # the sample last: it is the slowest part (a text sample generates many tokens)
             self.refresh()
-            sync_saved_state(self.figure)
+            self.figure.sync_state()
             if self._sample_step != self.trainer.step_count:
                 self._refresh_sample()
 
@@ -255,6 +256,7 @@ class TrainingDashboard:
     def _repr_mimebundle_(self, **kwargs):
         """The live widget; plus a plain HTML summary for renderers without widgets (nbviewer,
         GitHub), so a saved notebook never shows an empty cell."""
+        self.figure.sync_state()   # the browser draws the curves as they are now
         bundle = self.widget._repr_mimebundle_(**kwargs) or {}
         bundle["text/html"] = self.static_html()
         bundle["text/plain"] = repr(self)

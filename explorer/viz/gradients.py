@@ -24,7 +24,8 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from ..stats import ACT_EDGES, GRAD_EXPONENTS, HIST_TENSORS, GradientRecorder, log2_edges_as_log10
-from ._plotly import Throttle, static_copy, sync_saved_state
+from ._figure import FigureWidget
+from ._plotly import Throttle, static_copy
 
 GUIDE = -3.0     # log10 of the usual healthy update-to-data ratio
 HIST_NAMES = {"residual2": "block output (residual stream)", "attn.out": "attention output",
@@ -114,9 +115,10 @@ class GradientFlow:
         n_rows = len(self.row_order)
         heat_px, lines_px = int(np.clip(16 * n_rows, 250, 1200)), 260
         share = heat_px / (heat_px + lines_px)
-        self.norms = go.FigureWidget(make_subplots(
+        self.norms = FigureWidget(make_subplots(
             rows=2, cols=1, row_heights=[share, 1 - share], vertical_spacing=80 / (heat_px + lines_px),
-            subplot_titles=("gradient norm of each parameter (log10)", "gradient norm per layer")))
+            subplot_titles=("gradient norm of each parameter (log10)", "gradient norm per layer")),
+            lock=self._lock)
         self.norms.add_trace(go.Heatmap(
             x=[], y=[self.param_labels[i] for i in self.row_order], z=[], colorscale="Viridis",
             name="log10 |grad|", colorbar=dict(title="log10", len=share, y=1, yanchor="top"),
@@ -139,7 +141,7 @@ class GradientFlow:
         # the weight matrices only: biases and gains are many, and their ratios say little
         shapes = self.model.param_shapes
         self.ratio_params = [i for i in self.row_order if len(shapes[i][1]) == 2]
-        self.ratio = go.FigureWidget()
+        self.ratio = FigureWidget(lock=self._lock)
         for i, color in zip(self.ratio_params, _palette(len(self.ratio_params))):
             self.ratio.add_trace(go.Scatter(x=[], y=[], mode="lines", name=self.param_labels[i],
                                             line=dict(color=color),
@@ -151,8 +153,8 @@ class GradientFlow:
                                  margin=dict(l=10, r=10, t=40, b=10))
 
     def _build_hist(self):
-        self.hist = go.FigureWidget(make_subplots(rows=1, cols=2, subplot_titles=(
-            "activation values", "|gradient| (log10; bins of a factor 2)")))
+        self.hist = FigureWidget(make_subplots(rows=1, cols=2, subplot_titles=(
+            "activation values", "|gradient| (log10; bins of a factor 2)")), lock=self._lock)
         g_edges = log2_edges_as_log10(GRAD_EXPONENTS)
         colors = _palette(len(HIST_TENSORS))
         for col, (edges, key) in enumerate(((ACT_EDGES, "act_hist"), (g_edges, "grad_hist")), start=1):
@@ -170,9 +172,9 @@ class GradientFlow:
 
     def _build_health(self):
         L = self.n_layer
-        self.health = go.FigureWidget(make_subplots(rows=2, cols=2, vertical_spacing=0.14, subplot_titles=(
+        self.health = FigureWidget(make_subplots(rows=2, cols=2, vertical_spacing=0.14, subplot_titles=(
             "GELU: saturated (solid), dead (dotted)", "layernorm input std",
-            "residual stream std", "residual stream gradient std")))
+            "residual stream std", "residual stream gradient std")), lock=self._lock)
         layer_colors = _palette(L + 1)
 
         def line(name, group, explain, value, color, dash="solid", row=1, col=1):
@@ -210,7 +212,7 @@ class GradientFlow:
         self.recorder.catch_up_histograms()      # show the last step's histograms
         self.refresh()
         for fig in self.figures():
-            sync_saved_state(fig)   # a page reload shows the last state, not the empty figures
+            fig.sync_state()   # a page reload shows the last state, not the empty figures
 
     def refresh(self):
         """Redraw everything from the recorder (in place)."""
@@ -298,6 +300,8 @@ class GradientFlow:
             self.recorder.close()
 
     def _repr_mimebundle_(self, **kwargs):
+        for fig in self.figures():
+            fig.sync_state()   # the browser draws them as they are now
         bundle = self.widget._repr_mimebundle_(**kwargs)
         bundle["text/html"] = self._static_html()
         return bundle

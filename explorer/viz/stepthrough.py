@@ -22,7 +22,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .._runtime import compute_lock
-from ._plotly import static_copy, sync_saved_state
+from ._figure import FigureWidget
+from ._plotly import static_copy
 
 MAX_SIDE = 256          # a heatmap shows at most MAX_SIDE x MAX_SIDE values
 PANELS = (2, 4)         # rows x columns of heatmaps: enough for every op (layernorm_backward: 8)
@@ -197,8 +198,9 @@ class StepThrough:
         self.capture_button.on_click(lambda _: self.capture())
         self.header, self.info, self.table = widgets.HTML(), widgets.HTML(), widgets.HTML()
         rows, cols = PANELS
-        self.fig = go.FigureWidget(make_subplots(rows=rows, cols=cols, horizontal_spacing=0.06,
-                                                 vertical_spacing=0.16, subplot_titles=[" "] * (rows * cols)))
+        self.fig = FigureWidget(make_subplots(rows=rows, cols=cols, horizontal_spacing=0.06,
+                                              vertical_spacing=0.16, subplot_titles=[" "] * (rows * cols)),
+                                lock=self._lock)
         for k in range(rows * cols):
             self.fig.add_trace(go.Heatmap(z=None, colorscale="RdBu", reversescale=True, zmid=0,
                                           showscale=False, hovertemplate="row %{y}, col %{x}: %{z:.4g}"
@@ -231,7 +233,7 @@ class StepThrough:
 
     def _on_run_end(self, payload):
         self.capture()
-        sync_saved_state(self.fig)
+        self.fig.sync_state()
 
     @property
     def op_names(self):
@@ -352,6 +354,7 @@ class StepThrough:
         return static_copy(self.fig)
 
     def _repr_mimebundle_(self, **kwargs):
+        self.fig.sync_state()   # the browser draws the op shown now
         bundle = self.widget._repr_mimebundle_(**kwargs)
         bundle["text/html"] = self._static_html()
         return bundle

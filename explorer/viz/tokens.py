@@ -16,7 +16,7 @@ import plotly.graph_objects as go
 
 from .._runtime import compute_lock
 from ..generate import next_token_logits
-from ._plotly import sync_saved_state
+from ._figure import FigureWidget
 
 # neighbouring tokens alternate between these backgrounds so every boundary is visible
 PALETTE = ("#fde2a7", "#b8e0f6", "#c9ecc1", "#f6c6d8")
@@ -246,8 +246,8 @@ class SamplingView:
 
     # ------------------------------------------------------------------ display
     def _make_figure(self):
-        fig = go.FigureWidget(go.Bar(x=[], y=[], orientation="h", marker_color="#4c78a8",
-                                     hovertemplate="%{text}<extra></extra>"))
+        fig = FigureWidget(go.Bar(x=[], y=[], orientation="h", marker_color="#4c78a8",
+                                  hovertemplate="%{text}<extra></extra>"))
         fig.update_layout(height=40 + 22 * self.n_bars, width=520,
                           margin=dict(l=90, r=20, t=30, b=30),
                           title="next-token probabilities (top %d)" % self.n_bars,
@@ -271,7 +271,7 @@ class SamplingView:
             self.figure.data[0].update(x=probs[top], y=np.arange(len(top)), text=hover,
                                        textposition="none")
             self.figure.layout.yaxis.update(tickvals=list(range(len(top))), ticktext=labels)
-        sync_saved_state(self.figure)   # a reload or a saved notebook shows these bars
+        self.figure.sync_state()   # a reload or a saved notebook shows these bars
 
     def _repr_mimebundle_(self, **kwargs):
         bundle = self.widget._repr_mimebundle_(**kwargs)
