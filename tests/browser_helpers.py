@@ -1,5 +1,5 @@
-"""Drive JupyterLab in Debian's Chromium through Playwright (Python): start a private server,
-open a notebook, Run All, wait, and read what a person would see.
+"""Drive JupyterLab or Notebook 7 in Debian's Chromium through Playwright (Python): start a
+private server, open a notebook, Run All, wait, and read what a person would see.
 
 Everything here waits on what the page shows (a prompt number, a status text), never on a
 fixed sleep, so a slow machine makes the test slower, not flaky.
@@ -19,8 +19,9 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"]
 
-# A fresh JupyterLab says nothing unprompted (no news, no update check) and never writes
-# the notebook back to disk: the test runs copies, but autosave would still be noise.
+# A fresh JupyterLab (or Notebook 7, built from the same parts) says nothing unprompted (no
+# news, no update check) and never writes the notebook back to disk: the test runs copies, but
+# autosave would still be noise.
 LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
         {"fetchNews": "false", "checkForUpdates": False},
@@ -34,12 +35,18 @@ def free_port():
         return s.getsockname()[1]
 
 
-class JupyterLab:
-    """A JupyterLab server on 127.0.0.1 with its own config, runtime, data and settings folders
-    under `home`, serving `root`. Use as a context manager: the server (and its kernels) always
-    stop on exit."""
+class JupyterServer:
+    """A JupyterLab (app="lab") or Notebook 7 (app="notebook") server on 127.0.0.1 with its own
+    config, runtime, data and settings folders under `home`, serving `root`. Use as a context
+    manager: the server (and its kernels) always stop on exit."""
 
-    def __init__(self, root: Path, home: Path, env: dict, log_path: Path):
+    # app -> (the Python module that starts it, where it opens a notebook)
+    APPS = {"lab": ("jupyterlab", "lab/tree/{}"), "notebook": ("notebook", "notebooks/{}")}
+
+    def __init__(self, app: str, root: Path, home: Path, env: dict, log_path: Path):
+        if app not in self.APPS:
+            raise ValueError(f"app must be one of {sorted(self.APPS)}, got {app!r}")
+        self.app = app
         self.root, self.home, self.env, self.log_path = Path(root), Path(home), dict(env), log_path
         self.token = secrets.token_hex(16)
         self.port = free_port()
@@ -51,6 +58,10 @@ class JupyterLab:
 
     def url(self, path):
         return f"{self.base}/{path}?token={self.token}"
+
+    def notebook_url(self, relative_path):
+        """Where this app opens the notebook at `relative_path` (relative to root)."""
+        return self.url(self.APPS[self.app][1].format(relative_path))
 
     def __enter__(self):
         self._write_settings()
@@ -64,7 +75,7 @@ class JupyterLab:
                         JUPYTERLAB_SETTINGS_DIR=str(folders["settings"]),
                         JUPYTERLAB_WORKSPACES_DIR=str(folders["workspaces"]),
                         IPYTHONDIR=str(folders["ipython"]))
-        command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+        command = [sys.executable, "-m", self.APPS[self.app][0], "--no-browser", "--allow-root",
                    "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
                    "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
                    f"--ServerApp.root_dir={self.root}", "--ServerApp.terminals_enabled=False"]
@@ -89,14 +100,15 @@ class JupyterLab:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"JupyterLab exited with code {self.process.returncode} before it "
-                                   f"was ready:\n{self.log_tail()}")
+                raise RuntimeError(f"{self.app} server exited with code {self.process.returncode} "
+                                   f"before it was ready:\n{self.log_tail()}")
             try:
                 self.api("status")
                 return
             except (urllib.error.URLError, ConnectionError, OSError):
                 time.sleep(0.25)
-        raise TimeoutError(f"JupyterLab did not answer /api/status within {timeout} s:\n{self.log_tail()}")
+        raise TimeoutError(f"{self.app} server did not answer /api/status within {timeout} s:\n"
+                           f"{self.log_tail()}")
 
     def api(self, path, method="GET"):
         request = urllib.request.Request(self.url(f"api/{path}"), method=method)
@@ -139,10 +151,46 @@ def _kill_group(pgid):
         pass
 
 
+# Installed in every page before it loads. It keeps the page's uncaught errors and unhandled
+# promise rejections (JupyterLab swallows errors raised while it handles a kernel message, so the
+# console may not show them), and counts per figure how often plotly's widget drew it.
+# It also makes the page stricter than a real browser: anywidget gives each new widget model 2 s
+# to load its module, and a model that misses it silently drops all its later messages (plotly
+# figures then stay empty axes: see explorer/viz/_figure.py). Halving that deadline makes a figure
+# that only works when it wins that race fail here every time, not once in a while.
+PAGE_RECORDER_JS = """
+window.__explorerErrors = [];
+window.addEventListener('error', event => window.__explorerErrors.push('error: ' + event.message));
+window.addEventListener('unhandledrejection', event => window.__explorerErrors.push(
+    'unhandled rejection: ' + String(event.reason && (event.reason.stack || event.reason))));
+document.addEventListener('plotlywidget-after-render', event => {
+    const plot = event.detail.element;
+    plot.dataset.explorerDrawn = Number(plot.dataset.explorerDrawn || 0) + 1;
+});
+const timeout = AbortSignal.timeout.bind(AbortSignal);
+AbortSignal.timeout = ms => timeout(ms === 2000 ? 1000 : ms);
+"""
+
+
 def launch_chromium(playwright, profile_dir):
-    return playwright.chromium.launch_persistent_context(
+    context = playwright.chromium.launch_persistent_context(
         str(profile_dir), executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS,
         viewport={"width": 1400, "height": 1000})
+    context.add_init_script(PAGE_RECORDER_JS)
+    return context
+
+
+# Errors from the widgets' code: ipywidgets, anywidget, and plotly (anywidget runs a widget's
+# module from a blob: URL). The apps' own start-up is not ours to test (Notebook 7.6 throws
+# "Cannot read properties of undefined (reading 'schema')" while it loads keyboard shortcuts).
+WIDGET_CODE = re.compile(r"anywidget|plotly|jupyter-widgets|blob:", re.IGNORECASE)
+
+
+def page_errors(page, widgets_only=False):
+    """Uncaught errors and unhandled promise rejections the page has had (PAGE_RECORDER_JS);
+    widgets_only: those raised in or about widget code (WIDGET_CODE)."""
+    errors = page.evaluate("() => window.__explorerErrors || []")
+    return [e for e in errors if WIDGET_CODE.search(e)] if widgets_only else errors
 
 
 # ----------------------------------------------------------------------------- notebook page
@@ -161,11 +209,11 @@ ALL_CELLS_RAN_JS = """() => {
 }"""
 
 
-def open_notebook(page, lab, relative_path, timeout_s=90):
+def open_notebook(page, server, relative_path, timeout_s=90):
     """Open a notebook and wait until its kernel has started and is idle. (For about a second
     after opening, the indicator says idle while there is no kernel yet: Run All then would
     open a "Select Kernel" dialog; hence the check of the kernel's name too, held twice.)"""
-    page.goto(lab.url(f"lab/tree/{relative_path}"))
+    page.goto(server.notebook_url(relative_path))
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=timeout_s * 1000)
     for _ in range(2):
         page.wait_for_function(KERNEL_READY_JS, timeout=timeout_s * 1000, polling=250)
@@ -225,3 +273,42 @@ def output_containing(page, selector_or_text):
     if selector_or_text.startswith("."):
         return outputs.filter(has=page.locator(selector_or_text)).first
     return outputs.filter(has_text=selector_or_text).first
+
+
+# ----------------------------------------------------------------------------- plotly figures
+FIGURES_JS = """() => Array.from(document.querySelectorAll('.jp-OutputArea .js-plotly-plot')).map(plot => ({
+    title: (plot.querySelector('.gtitle') || {}).textContent || '',
+    drawn: plot.querySelectorAll('.trace, .heatmaplayer image').length,
+    // what plotly was given: tells "no data reached the browser" from "failed to draw it"
+    traces: plot.data ? plot.data.length : null,
+    timesDrawn: Number(plot.dataset.explorerDrawn || 0),   // see PAGE_RECORDER_JS
+    top: Math.round(plot.getBoundingClientRect().top),
+}))"""
+
+FIGURE_DRAWN_JS = "plot => plot.querySelectorAll('.trace, .heatmaplayer image').length > 0"
+
+
+def wait_for_figures(page, timeout_s=30):
+    """Bring each plotly figure of the notebook into view, as a person scrolling would, and wait
+    until it has drawn a trace or a heatmap: all of them within timeout_s. Returns what each
+    shows (FIGURES_JS); one still blank by then is reported as such, for the test to judge."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    plots = page.locator(".jp-OutputArea .js-plotly-plot")
+    deadline = time.monotonic() + timeout_s
+    for i in range(plots.count()):
+        plot = plots.nth(i)
+        plot.scroll_into_view_if_needed()
+        left_ms = max(1, (deadline - time.monotonic()) * 1000)   # 0 would mean "no limit"
+        try:
+            page.wait_for_function(FIGURE_DRAWN_JS, arg=plot.element_handle(), timeout=left_ms,
+                                   polling=250)
+        except PlaywrightTimeout:
+            pass
+    return page.evaluate(FIGURES_JS)
+
+
+def blank_figures(figures):
+    """Descriptions of the figures (FIGURES_JS entries) that draw nothing."""
+    return [f"figure {i} ({f['title'] or 'untitled'}: {f['traces']} traces given to plotly, "
+            f"drawn {f['timesDrawn']} times, {f['top']} px from the top of the window)"
+            for i, f in enumerate(figures) if not f["drawn"]]

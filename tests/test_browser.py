@@ -1,21 +1,23 @@
-"""The notebooks in a real browser: JupyterLab in Debian's Chromium, driven by Playwright.
+"""The tour in a real browser: JupyterLab and Notebook 7 in Debian's Chromium, driven by Playwright.
 
-NOT collected by the default `pytest` run (the file name does not start with test_): in the
-last fresh-clone CI run on a loaded 2-core machine, three figures below the visible area were
-reported as drawn empty, after it had passed in earlier runs. Run it by hand:
-    CI=true .venv/bin/python -m pytest tests/browser_tour.py
-until that flakiness is understood and it can go back into CI.
+In each: open a copy of notebooks/00_tour.ipynb, Run > Run All Cells, wait until every cell
+shows [n] and the kernel is idle, then check what a person would see: no error output, every
+widget drawn (none "Error displaying widget", none still "Loading widget..."), every plotly
+figure drawn (each is scrolled into view and given time to draw, then must show a trace or a
+heatmap), and no uncaught error from the widgets' code. In JupyterLab also: the dashboard's
+Pause stops the step counter and Step advances it by exactly one; moving the attention
+explorer's head slider redraws a heatmap.
 
-For every notebook: open it, Run > Run All Cells, wait until every cell shows [n] and the
-kernel is idle, then check what a person would see: no error output, every widget drawn
-(none "Error displaying widget", none still "Loading widget..."), plotly figures present.
-On the tour, also: the dashboard's Pause stops the step counter and Step advances it by one;
-moving the attention explorer's head slider redraws the enlarged heatmap.
+Only the tour runs here (about a minute per app); every notebook runs top to bottom in
+tests/test_notebooks.py.
 
-Screenshots, the browser console and the server log go to tests/artifacts/browser/ (or
-$TEST_ARTIFACTS/browser/): look at them. Without /usr/bin/chromium or the playwright package
-the test skips, except on CI (CI set), where it fails.
+Screenshots, figures.json, the browser console and the server logs go to
+tests/artifacts/browser/ (or $TEST_ARTIFACTS/browser/): look at them. Without /usr/bin/chromium,
+the playwright package or (for Notebook 7) the notebook package, the tests skip, except on CI
+(CI set), where they fail.
 """
+import contextlib
+import importlib.util
 import json
 import re
 import shutil
@@ -23,42 +25,32 @@ from pathlib import Path
 
 import pytest
 
-from browser_helpers import (CHROMIUM, JupyterLab, launch_chromium, open_notebook, output_containing,
-                             page_problems, run_all_cells, wait_until_all_cells_ran, widgets_settled)
-from notebook_helpers import NOTEBOOK_DIR, artifacts_dir, kernel_env, notebooks, on_ci, time_limit_s
+from browser_helpers import (CHROMIUM, JupyterServer, blank_figures, launch_chromium, open_notebook,
+                             output_containing, page_errors, page_problems, run_all_cells,
+                             wait_for_figures, wait_until_all_cells_ran, widgets_settled)
+from notebook_helpers import NOTEBOOK_DIR, artifacts_dir, kernel_env, on_ci, time_limit_s
 
 pytestmark = pytest.mark.slow
 
+TOUR = NOTEBOOK_DIR / "00_tour.ipynb"
+# dashboard 1, attention explorer 2, gradient flow 4, step-through 1, sampling 1
+TOUR_FIGURES = 9
 
-def _require_browser():
-    missing = []
-    if not Path(CHROMIUM).exists():
-        missing.append(f"Chromium at {CHROMIUM} (Debian: apt-get install -y chromium)")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        missing.append("the playwright package (pip install playwright)")
-    if missing:
-        reason = "browser test needs " + " and ".join(missing)
-        if on_ci():
-            pytest.fail(f"{reason}; on CI it must run (.ci/run installs Chromium)")
-        pytest.skip(reason)
+
+def _require(what, present, install):
+    if present:
+        return
+    reason = f"the browser test needs {what} ({install})"
+    if on_ci():
+        pytest.fail(f"{reason}; on CI it must run (.ci/run installs Chromium and the test extra)")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    """A JupyterLab server over a copy of notebooks/ (so nothing in the repository changes)."""
-    _require_browser()
-    home = tmp_path_factory.mktemp("jupyterlab")
-    shutil.copytree(NOTEBOOK_DIR, home / "root" / "notebooks",
-                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    with JupyterLab(home / "root", home, kernel_env(),
-                    log_path=artifacts_dir("browser") / "jupyterlab.log") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def browser(lab, tmp_path_factory):
+def chromium(tmp_path_factory):
+    """One Chromium (a persistent context) for the module's tests."""
+    _require(f"Chromium at {CHROMIUM}", Path(CHROMIUM).exists(), "Debian: apt-get install -y chromium")
+    _require("the playwright package", importlib.util.find_spec("playwright"), "pip install playwright")
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
         context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium-profile"))
@@ -68,39 +60,76 @@ def browser(lab, tmp_path_factory):
             context.close()
 
 
-@pytest.mark.parametrize("notebook", notebooks(), ids=lambda p: p.name)
-def test_notebook_runs_in_jupyterlab(notebook, lab, browser):
+@contextlib.contextmanager
+def serving_notebooks(app, tmp_path_factory):
+    """A JupyterServer (app "lab" or "notebook") over a copy of notebooks/, so nothing in the
+    repository changes."""
+    home = tmp_path_factory.mktemp(app)
+    shutil.copytree(NOTEBOOK_DIR, home / "root" / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
+    with JupyterServer(app, home / "root", home, kernel_env(),
+                       log_path=artifacts_dir("browser") / f"{app}-server.log") as server:
+        yield server
+
+
+@contextlib.contextmanager
+def tour_run(chromium, server, name):
+    """Open the tour, run all cells, check the basics; yields (page, artifacts folder)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
-    folder = artifacts_dir("browser") / notebook.stem
+    folder = artifacts_dir("browser") / name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    page = browser.new_page()
+    page = chromium.new_page()
     console = []
     page.on("console", lambda m: console.append(f"{m.type}: {m.text}"))
     page.on("pageerror", lambda e: console.append(f"PAGE ERROR: {e}"))
     try:
-        open_notebook(page, lab, f"notebooks/{notebook.name}")
+        open_notebook(page, server, f"notebooks/{TOUR.name}")
         run_all_cells(page)
         try:
-            wait_until_all_cells_ran(page, time_limit_s(notebook))
+            wait_until_all_cells_ran(page, time_limit_s(TOUR))
             widgets_settled(page)
         except PlaywrightTimeout:
-            pytest.fail(f"{notebook.name} did not finish in JupyterLab within "
-                        f"{time_limit_s(notebook)} s; prompts: {_prompts(page)}\n"
-                        f"server log:\n{lab.log_tail()}")
+            pytest.fail(f"{TOUR.name} did not finish in {name} within {time_limit_s(TOUR)} s; "
+                        f"prompts: {_prompts(page)}\nserver log:\n{server.log_tail()}")
+        figures = wait_for_figures(page)
+        (folder / "figures.json").write_text(json.dumps(figures, indent=1))
         _screenshot_outputs(page, folder)
-        problems = page_problems(page)
-        assert not problems["errors"], "error output in the notebook:\n" + "\n---\n".join(problems["errors"])
-        assert not problems["widgetErrors"], f"widgets failed to display: {problems['widgetErrors']}"
-        assert problems["loading"] == 0, f"{problems['loading']} widgets still say 'Loading widget...'"
-        assert problems["emptyWidgets"] == 0, \
-            f"{problems['emptyWidgets']} of {problems['widgetOutputs']} widget outputs are drawn empty"
-        check = NOTEBOOK_CHECKS.get(notebook.name)
-        if check is not None:
-            check(page, folder, problems)
+        check_basics(page, figures)
+        yield page, folder
     finally:
         _save_page_record(page, folder, console)
         page.close()
+
+
+def check_basics(page, figures):
+    problems = page_problems(page)
+    assert not problems["errors"], "error output in the notebook:\n" + "\n---\n".join(problems["errors"])
+    assert not problems["widgetErrors"], f"widgets failed to display: {problems['widgetErrors']}"
+    assert problems["loading"] == 0, f"{problems['loading']} widgets still say 'Loading widget...'"
+    assert problems["emptyWidgets"] == 0, \
+        f"{problems['emptyWidgets']} of {problems['widgetOutputs']} widget outputs are drawn empty"
+    assert len(figures) >= TOUR_FIGURES, \
+        f"expected the tour's {TOUR_FIGURES} plotly figures, found {len(figures)}"
+    blank = blank_figures(figures)
+    assert not blank, f"plotly figures that draw nothing (no trace, no heatmap): {blank}"
+    errors = page_errors(page, widgets_only=True)
+    assert not errors, "uncaught errors in the widgets' code:\n" + "\n".join(errors)
+
+
+def test_tour_in_jupyterlab(chromium, tmp_path_factory):
+    with serving_notebooks("lab", tmp_path_factory) as server, \
+            tour_run(chromium, server, "jupyterlab") as (page, folder):
+        check_dashboard_pause_and_step(page, folder)
+        check_attention_slider_redraws(page, folder)
+
+
+def test_tour_in_notebook7(chromium, tmp_path_factory):
+    _require("the notebook package (Notebook 7)", importlib.util.find_spec("notebook"),
+             'pip install -e ".[test]"')
+    with serving_notebooks("notebook", tmp_path_factory) as server, \
+            tour_run(chromium, server, "notebook7"):
+        pass   # the basics, checked by tour_run
 
 
 def _prompts(page):
@@ -127,37 +156,18 @@ def _screenshot_outputs(page, folder):
 
 
 def _save_page_record(page, folder, console):
+    try:
+        console = console + [f"RECORDED IN PAGE: {e}" for e in page_errors(page)]
+    except Exception:   # the page may be gone; the record still helps
+        pass
     (folder / "console.log").write_text("\n".join(console) + "\n")
     try:
         page.screenshot(path=str(folder / "99_final.png"))
-    except Exception as error:   # the page may be gone; the record still helps
+    except Exception as error:
         (folder / "99_final.txt").write_text(f"no final screenshot: {error}\n")
 
 
-# ----------------------------------------------------------------------------- the tour
-FIGURES_JS = """() => Array.from(document.querySelectorAll('.jp-OutputArea .js-plotly-plot')).map(plot => ({
-    title: (plot.querySelector('.gtitle') || {}).textContent || '',
-    drawn: plot.querySelectorAll('.trace, .heatmaplayer image').length,
-    // what plotly was given (graph div's data/layout): tells "no data" from "failed to draw"
-    traces: plot.data ? plot.data.length : null,
-    layoutTitle: ((plot.layout || {}).title || {}).text || null,
-}))"""
-
-
-def check_tour(page, folder, problems):
-    figures = page.evaluate(FIGURES_JS)
-    (folder / "figures.json").write_text(json.dumps(figures, indent=1))
-    assert len(figures) >= 7, f"expected the tour's plotly figures (7 or more), found {len(figures)}"
-    # A FigureWidget first draws an empty placeholder, then its data; one left with the
-    # placeholder (graph div data == []) shows blank axes (seen when the kernel trained while
-    # the browser drew it).
-    blank = [f"figure {i} ({f['title'] or 'untitled'}, {f['traces']} traces given to plotly)"
-             for i, f in enumerate(figures) if not f["drawn"]]
-    assert not blank, f"plotly figures that draw nothing (no trace, no heatmap): {blank}"
-    check_dashboard_pause_and_step(page, folder)
-    check_attention_slider_redraws(page, folder)
-
-
+# ----------------------------------------------------------------------------- dashboard
 STATUS_STEP_JS = """area => {
     for (const n of area.querySelectorAll('.widget-html-content')) {
         const found = /^\\s*step\\s+(\\d+)/.exec(n.textContent);
@@ -217,6 +227,7 @@ def check_dashboard_pause_and_step(page, folder):
     dashboard.screenshot(path=str(folder / "dashboard_after_step.png"))
 
 
+# ----------------------------------------------------------------------------- attention
 HEATMAP_JS = """area => Array.from(area.querySelectorAll('.js-plotly-plot')).map(plot => ({
     title: (plot.querySelector('.gtitle') || {}).textContent || '',
     images: Array.from(plot.querySelectorAll('.heatmaplayer image'))
@@ -233,7 +244,6 @@ def check_attention_slider_redraws(page, folder):
     handle = slider.first.locator(".noUi-handle")
     handle.focus()
     handle.press("ArrowRight")
-    explorer.screenshot(path=str(folder / "attention_after_slider.png"))
     for _ in range(80):
         after = explorer.evaluate(HEATMAP_JS)
         if after != before:
@@ -242,6 +252,3 @@ def check_attention_slider_redraws(page, folder):
     changed = [a["title"] for a, b in zip(after, before) if a["images"] != b["images"]]
     assert changed, "moving the head slider did not change any heatmap"
     explorer.screenshot(path=str(folder / "attention_after_slider.png"))
-
-
-NOTEBOOK_CHECKS = {"00_tour.ipynb": check_tour}
