@@ -81,18 +81,18 @@ def kernel_manager(tmp_path):
     return AsyncKernelManager(kernel_name=name, kernel_spec_manager=specs)
 
 
-def execute_notebook(nb, saved_name, tmp_path, limit):
+def execute_notebook(nb, saved_name, tmp_path, limit, widget_state=False):
     """Run `nb` (an nbformat node, filled with outputs in place) top to bottom in a fresh
     kernel started in notebooks/, and save the executed copy as `saved_name` in the
     artifacts folder. Returns the seconds it took; an error, or a cell running longer than
-    `limit`, fails the calling test."""
+    `limit`, fails the calling test. widget_state: keep the widgets' state in `nb` (as
+    JupyterLab saves it); that copy weighs ~5 MB a plotly figure, so it is saved in tmp_path."""
     import nbclient
     import nbformat
     import pytest
     client = nbclient.NotebookClient(
         nb, km=kernel_manager(tmp_path), timeout=limit, allow_errors=False,
-        resources={"metadata": {"path": str(NOTEBOOK_DIR)}},
-        store_widget_state=False)   # the saved copy stays small (plotly's JS is ~5 MB a figure)
+        resources={"metadata": {"path": str(NOTEBOOK_DIR)}}, store_widget_state=widget_state)
     started = time.perf_counter()
     try:
         client.execute(env=kernel_env())
@@ -102,7 +102,7 @@ def execute_notebook(nb, saved_name, tmp_path, limit):
         pytest.fail(f"{saved_name}: a cell ran longer than the notebook's whole limit of {limit} s")
     finally:
         elapsed = time.perf_counter() - started
-        folder = artifacts_dir("notebooks")
+        folder = tmp_path if widget_state else artifacts_dir("notebooks")
         nbformat.write(nb, folder / saved_name)
         (folder / f"{Path(saved_name).stem}.time.txt").write_text(f"{elapsed:.1f} s top to bottom\n")
     return elapsed

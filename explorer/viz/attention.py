@@ -25,6 +25,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..tokenizers import tokenizer_from_dict
+from ._display import view_bundle
 from ._figure import FigureWidget
 from ._plotly import Throttle, static_copy
 from .snapshots import AttentionProbe, SnapshotHistory
@@ -316,9 +317,10 @@ class AttentionExplorer:
 
     def _repr_mimebundle_(self, **kwargs):
         self._save_state()
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/html"] = self._static_html()
-        return bundle
+        summary = (f"Attention explorer: {self.n_layer} layers x {self.n_head} heads on a "
+                   f"{len(self.labels)}-token probe prompt, {len(self.history)} snapshots up to "
+                   f"training step {self.history.steps[-1]}")
+        return view_bundle(self.widget, self._static_html(), summary, **kwargs)
 
     def _static_html(self):
         """The enlarged map as an HTML table of shaded cells: what a saved notebook shows on

@@ -22,6 +22,7 @@ import weakref
 import numpy as np
 
 from ..runner import BackgroundTrainer
+from ._display import plain_text, view_bundle
 from ._plotly import MAX_POINTS, Throttle, decimate, static_copy
 
 LOSS_COLOR, VAL_COLOR, ACC_COLOR, SPEED_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f"
@@ -257,10 +258,8 @@ class TrainingDashboard:
         """The live widget; plus a plain HTML summary for renderers without widgets (nbviewer,
         GitHub), so a saved notebook never shows an empty cell."""
         self.figure.sync_state()   # the browser draws the curves as they are now
-        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
-        bundle["text/html"] = self.static_html()
-        bundle["text/plain"] = repr(self)
-        return bundle
+        return view_bundle(self.widget, self.static_html(),
+                           f"Training dashboard: {plain_text(self._status_html())}", **kwargs)
 
     def static_figure(self):
         """The curves as a plain plotly Figure (no widget needed to show it)."""

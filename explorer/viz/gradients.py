@@ -24,6 +24,7 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from ..stats import ACT_EDGES, GRAD_EXPONENTS, HIST_TENSORS, GradientRecorder, log2_edges_as_log10
+from ._display import LIVE_HINT, plain_text, view_bundle
 from ._figure import FigureWidget
 from ._plotly import Throttle, static_copy
 
@@ -302,16 +303,14 @@ class GradientFlow:
     def _repr_mimebundle_(self, **kwargs):
         for fig in self.figures():
             fig.sync_state()   # the browser draws them as they are now
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/html"] = self._static_html()
-        return bundle
+        return view_bundle(self.widget, self._static_html(), plain_text(self.status.value), **kwargs)
 
     def _static_html(self):
         """A table of the latest gradient norm and update ratio per parameter: what a saved
         notebook shows on GitHub or nbviewer, where widgets do not run."""
         steps, data = self.recorder.snapshot()
         if not steps:
-            return "<p><b>Gradient flow</b>: nothing recorded yet.</p>"
+            return f"<p><b>Gradient flow</b>: nothing recorded yet ({LIVE_HINT}).</p>"
         rows = "".join(
             f"<tr><td>{label}</td><td>{g:.3g}</td><td>{r:.2f}</td></tr>"
             for label, g, r in zip(self.param_labels, data["grad_norm"][-1],

@@ -22,6 +22,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .._runtime import compute_lock
+from ._display import plain_text, view_bundle
 from ._figure import FigureWidget
 from ._plotly import static_copy
 
@@ -355,9 +356,7 @@ class StepThrough:
 
     def _repr_mimebundle_(self, **kwargs):
         self.fig.sync_state()   # the browser draws the op shown now
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/html"] = self._static_html()
-        return bundle
+        return view_bundle(self.widget, self._static_html(), plain_text(self.header.value), **kwargs)
 
     def _static_html(self):
         """The op list as a table: what a saved notebook shows where widgets do not run."""

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 
 from .._runtime import compute_lock
 from ..generate import next_token_logits
+from ._display import LIVE_HINT, plain_text, view_bundle
 from ._figure import FigureWidget
 
 # neighbouring tokens alternate between these backgrounds so every boundary is visible
@@ -117,10 +118,23 @@ class TokenView:
         return tokens_html(tokenizer, ids) + summary
 
     def _repr_mimebundle_(self, **kwargs):
-        bundle = self.widget._repr_mimebundle_(**kwargs)
         # without a widget manager (GitHub, nbviewer) the coloured text still shows
-        bundle["text/html"] = "".join(out.value for out in self.outputs.values())
-        return bundle
+        rows = "".join((f"<strong>{html.escape(name)}</strong>" if name else "") + out.value
+                       for name, out in self.outputs.items())
+        static = f"<p><strong>Tokens</strong> (a static copy: {LIVE_HINT})</p>{rows}"
+        return view_bundle(self.widget, static, f"Tokens of {self.text[:60]!r}: {self._counts()}",
+                           **kwargs)
+
+    def _counts(self):
+        """'17 tokens', or 'char: 17 tokens, gpt2: 9 tokens' (or what a tokenizer objected to)."""
+        parts = []
+        for name, tokenizer in self.tokenizers.items():
+            try:
+                count = f"{len(tokenizer.encode(self.text))} tokens"
+            except ValueError as e:
+                count = str(e)
+            parts.append(f"{name}: {count}" if name else count)
+        return ", ".join(parts)
 
 
 def compare_tokenizers(text, **tokenizers):
@@ -273,7 +287,19 @@ class SamplingView:
             self.figure.layout.yaxis.update(tickvals=list(range(len(top))), ticktext=labels)
         self.figure.sync_state()   # a reload or a saved notebook shows these bars
 
+    def _top_tokens(self, n=5):
+        """[(escaped label, probability)] of the n most likely next tokens ([] without any)."""
+        probs = self.probabilities()
+        if probs is None:
+            return []
+        top = np.argsort(-probs, kind="stable")[:n]
+        return list(zip(token_labels(self.tokenizer, top), probs[top]))
+
     def _repr_mimebundle_(self, **kwargs):
-        bundle = self.widget._repr_mimebundle_(**kwargs)
-        bundle["text/html"] = self.text.value   # the text so far, for static renderings
-        return bundle
+        top = self._top_tokens()
+        rows = "".join(f"<tr><td><code>{label}</code></td><td>{p:.1%}</td></tr>" for label, p in top)
+        static = (f"<p><strong>Next-token sampling</strong> (a static copy: {LIVE_HINT})</p>"
+                  f"{self.text.value}<table><tr><th>next token</th><th>probability</th></tr>{rows}</table>")
+        likely = ", ".join(f"{plain_text(label)!r} {p:.1%}" for label, p in top) or "no prompt"
+        return view_bundle(self.widget, static, f"Next-token sampling after "
+                           f"{plain_text(self.text.value)!r}: most likely next {likely}", **kwargs)

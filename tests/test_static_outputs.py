@@ -1,0 +1,79 @@
+"""A saved notebook read where widgets do not run (GitHub, nbviewer without JavaScript, VS Code
+without a widget renderer, nbconvert to text) shows each view as a readable message or a static
+rendering: never an empty cell, never a widget's repr.
+
+The tour runs top to bottom with nbclient and is saved with its widget state, as JupyterLab
+saves it; the saved file is read back, and every widget output in it must carry
+  * text/plain a person can read: what the view is and how to see it live (not ipywidgets'
+    "VBox(children=(..." nor plotly's "FigureWidget({...");
+  * text/html with visible text in it;
+  * a widget model that the saved widget state holds, and for a plotly figure its traces (a
+    renderer with widgets draws the figure from that state, not from the live kernel).
+"""
+import html
+import re
+
+import pytest
+
+from notebook_helpers import NOTEBOOK_DIR, execute_notebook, time_limit_s
+
+nbformat = pytest.importorskip("nbformat")
+pytest.importorskip("nbclient")
+
+pytestmark = pytest.mark.slow
+
+TOUR = NOTEBOOK_DIR / "00_tour.ipynb"
+TOUR_VIEWS = 6   # dashboard, attention, gradient flow, step-through, tokens, sampling
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+# a repr, not a sentence: "VBox(children=(...", "FigureWidget({...", "<x.Y object at 0x...>"
+REPR = re.compile(r"^\s*(\w+\(|<[\w.]+ object at 0x)")
+
+
+@pytest.fixture(scope="module")
+def saved_tour(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("saved-tour")
+    nb = nbformat.read(TOUR, as_version=4)
+    execute_notebook(nb, TOUR.name, folder, time_limit_s(TOUR), widget_state=True)
+    return nbformat.read(folder / TOUR.name, as_version=4)
+
+
+def _widget_outputs(nb):
+    """(where, output data) for every output that shows a widget."""
+    for index, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if WIDGET_VIEW in out.get("data", {}):
+                yield f"cell {index} ({cell.source.strip().splitlines()[-1]!r})", out.data
+
+
+def _visible_text(fragment):
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", fragment)).split())
+
+
+def test_every_view_has_a_readable_fallback(saved_tour):
+    outputs = list(_widget_outputs(saved_tour))
+    assert len(outputs) >= TOUR_VIEWS, f"expected the tour's {TOUR_VIEWS} views, found {len(outputs)}"
+    problems = []
+    for where, data in outputs:
+        text = data.get("text/plain", "")
+        if not text.strip() or REPR.match(text):
+            problems.append(f"{where}: text/plain is not for people: {text[:120]!r}")
+        elif "live" not in text.lower():
+            problems.append(f"{where}: text/plain does not say how to see it live: {text[:200]!r}")
+        shown = _visible_text(data.get("text/html", ""))
+        if len(shown) < 20:
+            problems.append(f"{where}: text/html shows next to nothing: {shown!r}")
+    assert not problems, "\n".join(problems)
+
+
+def test_saved_widget_state_draws_every_view(saved_tour):
+    state = saved_tour.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+    assert state, "the saved notebook has no widget state (metadata.widgets)"
+    missing = [where for where, data in _widget_outputs(saved_tour)
+               if data[WIDGET_VIEW]["model_id"] not in state]
+    assert not missing, f"widget outputs whose model the saved state lacks: {missing}"
+    figures = {model_id: s["state"] for model_id, s in state.items() if "_widget_data" in s["state"]}
+    assert len(figures) >= 9, f"expected the tour's 9 plotly figures in the saved state, found {len(figures)}"
+    empty = [f"{model_id} ({((s.get('_widget_layout') or {}).get('title') or {}).get('text', 'untitled')})"
+             for model_id, s in figures.items() if not s["_widget_data"]]
+    assert not empty, f"plotly figures saved without any trace (they would show empty axes): {empty}"
