@@ -79,11 +79,10 @@ _INDUCTION_SLIPS = [
                "tokens[b, t] was seen before at s, add att[b, :, t, s + 1] to a running total "
                "and count the position; return total / count.")
 def _check_induction_scores(induction_scores):
-    for n, (att, tokens) in enumerate(_induction_cases()):
-        B, NH, T, _ = att.shape
+    for att, tokens in _induction_cases():
         what = f"induction_scores(att of shape {att.shape}, tokens of shape {tokens.shape})"
         got = call(induction_scores, att.copy(), tokens.copy(), what=what)
-        got = expect_array(got, what, (NH,))
+        got = expect_array(got, what, att.shape[1:2])   # (NH,)
         _expect_no_slip(got, att, tokens, what)
         expect_close(got, induction_reference(att, tokens), what, name="heads")
     return ("right on random attention over repeating tokens and on a handmade example "
@@ -121,7 +120,7 @@ def _lens_model():
     leaving it out shows)."""
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=11, block_size=8), seed=3)
     rng = np.random.default_rng(3)
-    for name, p in model.params.items():
+    for p in model.params.values():
         p[...] = rng.normal(0.0, 0.3, p.shape)
     model.params["ln_f.weight"][...] = 1.0 + rng.normal(0.0, 0.5, 16)
     model.forward(rng.integers(0, 11, (2, 6)))
