@@ -21,7 +21,7 @@ from .feedback import Mismatch
 from .registry import (CheckResult, Exercise, check, clear_results, exercise, exercises,
                        get_exercise, kernel_exercise, passed, register, results)
 # each module registers its notebook's exercises; imported in course order
-from . import tokens, interpretability, sampling  # noqa: E402,F401,I001
+from . import tokens, kernel_exercises, interpretability, sampling  # noqa: E402,F401,I001
 
 __all__ = ["check", "results", "passed", "clear_results", "exercises", "get_exercise",
            "exercise", "kernel_exercise", "register", "Exercise", "CheckResult", "Mismatch"]

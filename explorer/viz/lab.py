@@ -14,6 +14,7 @@ import threading
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
+from ._figure import FigureWidget
 from ._plotly import Throttle, static_copy, sync_saved_state
 
 
@@ -32,13 +33,13 @@ class KernelLabView:
                                           tooltip="end the check or retrain in progress")
         self.status = widgets.HTML(f"<b>{html.escape(name)}</b>: not checked yet")
         self.report_html = widgets.HTML("")
-        self.error_figure = go.FigureWidget(layout=dict(
+        self.error_figure = FigureWidget(layout=dict(
             height=260, margin=dict(l=50, r=20, t=40, b=40),
             title=dict(text="where your output differs (|yours - expected|)", font=dict(size=13))))
         self.error_figure.add_heatmap(z=[[0]], colorscale="Reds", showscale=True,
                                       hovertemplate="row %{y}, column %{x}: error %{z:.2e}<extra></extra>")
         self.error_box = widgets.Box([self.error_figure], layout=widgets.Layout(display="none"))
-        self.loss_figure = go.FigureWidget(layout=dict(
+        self.loss_figure = FigureWidget(layout=dict(
             height=300, margin=dict(l=50, r=20, t=40, b=40), xaxis_title="step",
             yaxis_title="training loss", yaxis_type="log",
             title=dict(text=f"retraining {lab.preset.name} with your {name}", font=dict(size=13))))
