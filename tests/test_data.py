@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from explorer.trainer import learning_rate
+
 from explorer.data import (IGNORE_INDEX, TASKS, AddTask, RepeatTask, ReverseTask, SortTask,
                            TextDataset, make_task, text_dataset, tokenize_cached)
 from explorer.presets import PRESETS, get_preset, make_dataset
@@ -221,6 +223,10 @@ def test_every_preset_builds():
         if data.seq_len is not None:
             assert data.seq_len <= preset.block_size
         assert trainer.config.max_steps == preset.steps
+        # a step taken after the run (the tour takes one) still learns: the cosine ends at a floor
+        floor = learning_rate(preset.steps + 5, trainer.config)
+        assert floor == pytest.approx(preset.min_lr if preset.min_lr is not None else preset.lr / 10)
+        assert floor > 0
         assert preset.goal and preset.description
     with pytest.raises(KeyError, match="reverse-tiny"):
         get_preset("nope")

@@ -56,6 +56,25 @@ def test_update_ratio_lines_and_guide():
     assert [s.y0 for s in view.ratio.layout.shapes] == [-3.0]
 
 
+def test_a_step_that_changes_nothing_is_a_gap_not_minus_infinity():
+    """A step at lr 0 has update ratio 0: drawn as a gap (NaN), never -inf (which breaks the
+    axis range), and the static table says so."""
+    trainer = small_trainer()
+    view = GradientFlow(trainer, min_seconds=0)
+    trainer.run(2)
+    trainer.config.lr = trainer.config.min_lr = 1e-30   # rounds to no change in float32
+    trainer.config.weight_decay = 0.0
+    trainer.run(1)
+    rec = view.recorder
+    ratios = rec.series("update_ratio")
+    for trace in view.ratio.data:    # the weight matrices
+        column = ratios[:, rec.param_names.index(trace.name)]
+        assert (column[:-1] > 0).all() and column[-1] == 0
+        y = np.asarray(trace.y, dtype=float)
+        assert np.isfinite(y[:-1]).all() and np.isnan(y[-1])
+    assert "no change" in view._static_html()
+
+
 def test_layer_selector_shows_that_layers_histograms():
     trainer = small_trainer()
     view = GradientFlow(trainer, min_seconds=0, hist_every=1)

@@ -219,9 +219,11 @@ class RepeatTask(ToyTask):
     """noise, then a run of distinct letters, then the same run again.
 
     The run's length varies (min_length..max_length) and noise in front fills the rest, so
-    where the copy starts cannot be learned from absolute positions. What works is an
-    induction head: at a letter of the copy, find where that letter occurred before and
-    predict the letter that followed it. The noise uses only letters that are not in the
+    where the copy starts cannot be learned from absolute positions. The model has to look
+    back by content: at a letter of the copy, find where that letter occurred before and
+    predict the letter that followed it (the textbook circuit is an induction head; the
+    two-layer preset finds another way, because the copy always ends the sequence and runs
+    are short: see notebook 06). The noise uses only letters that are not in the
     run, so "where it occurred before" is always exactly one place: the run. The copy's
     first letter is unpredictable and not scored; the rest of the copy is the answer."""
     name = "repeat"

@@ -66,8 +66,10 @@ def _palette(n):
 
 
 def _log10(x):
+    """log10 of x, NaN (a gap in a plot) where x <= 0: e.g. the update ratio of a step at lr 0."""
+    x = np.asarray(x, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.log10(x)
+        return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
 
 
 class GradientFlow:
@@ -192,7 +194,8 @@ class GradientFlow:
         for (row, col), key, group in (((2, 1), "res", "residual"), ((2, 2), "res_grad", "residual gradient")):
             for name, color in zip(stream, layer_colors):
                 line(name, group, EXPLAIN[key], "std %{y:.3g}", color, row=row, col=col)
-        self.health.update_yaxes(tickformat=".0%", rangemode="tozero", row=1, col=1)
+        # shares are often well under 1%: ticks at ".0%" would all read "0%"
+        self.health.update_yaxes(tickformat=".2~%", rangemode="tozero", row=1, col=1)
         self.health.update_yaxes(type="log", row=2, col=2)
         self.health.update_layout(height=600, margin=dict(l=10, r=10, t=40, b=10),
                                   legend=dict(groupclick="toggleitem", font_size=10))
@@ -312,7 +315,8 @@ class GradientFlow:
         if not steps:
             return f"<p><b>Gradient flow</b>: nothing recorded yet ({LIVE_HINT}).</p>"
         rows = "".join(
-            f"<tr><td>{label}</td><td>{g:.3g}</td><td>{r:.2f}</td></tr>"
+            f"<tr><td>{label}</td><td>{g:.3g}</td><td>{r:.2f}</td></tr>" if np.isfinite(r) else
+            f"<tr><td>{label}</td><td>{g:.3g}</td><td>- (no change)</td></tr>"
             for label, g, r in zip(self.param_labels, data["grad_norm"][-1],
                                    _log10(data["update_ratio"][-1])))
         return (f"<p><b>Gradient flow at step {steps[-1]}</b> (static view: run the notebook for the "
