@@ -28,8 +28,18 @@ def adamw_update(params, grads, m, v, segments, decay, step, lr, beta1, beta2, e
     one = np.float32(1.0)
     for s in range(len(decay)):
         shrink = np.float32(1.0 - lr * weight_decay) if decay[s] else one
-        for i in prange(segments[s], segments[s + 1]):
-            g = grads[i] * gs
-            m[i] = b1 * m[i] + (one - b1) * g
-            v[i] = b2 * v[i] + (one - b2) * g * g
-            params[i] = params[i] * shrink - step_size * m[i] / (np.sqrt(v[i]) * inv_sqrt_bias2 + e)
+        # this parameter's part of each buffer, as views indexed from 0: with an index like
+        # segments[s] + i, Numba must allow for Python's negative indices, and that check
+        # stops the loop from vectorising (measured: 4x slower on GPT-2 124M).
+        # One view per line: numba 0.68 lost the writes through views unpacked from a tuple.
+        lo = segments[s]
+        hi = segments[s + 1]
+        p = params[lo:hi]
+        g = grads[lo:hi]
+        ms = m[lo:hi]
+        vs = v[lo:hi]
+        for i in prange(p.size):
+            gi = g[i] * gs
+            ms[i] = b1 * ms[i] + (one - b1) * gi
+            vs[i] = b2 * vs[i] + (one - b2) * gi * gi
+            p[i] = p[i] * shrink - step_size * ms[i] / (np.sqrt(vs[i]) * inv_sqrt_bias2 + e)
