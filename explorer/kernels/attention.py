@@ -12,8 +12,9 @@ and for the attention views (att is 0 above the diagonal; preatt there is unused
 Three versions, side by side as in llm.c's dev/cuda (select with kernels.use or
 kernels.register("attention_forward", "blas")):
 - `attention_forward` / `attention_backward` (default, "fused"): one thread per (batch,
-  head) does everything for it, on private copies of its q, k, v laid out so the inner
-  loops run over contiguous memory (and vectorise); the masked half is skipped.
+  head) does everything for it, on private copies of its q, k, v, with three small causal
+  matrix products (`causal_dots`, `causal_weighted_sum` and its transpose) whose inner
+  loops run over contiguous memory and vectorise; the masked half is skipped.
 - `attention_forward_blas` / `attention_backward_blas`: the four matrix products go to
   BLAS through NumPy, masked half included; only the softmax is our own loop. As fast on
   an idle machine, but it makes thousands of small multi-threaded BLAS calls per step,
@@ -25,10 +26,10 @@ kernels.register("attention_forward", "blas")):
 import math
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 
 from ._math import exp32
-from ._compile import kernel
+from ._compile import FASTMATH, kernel
 
 
 def _heads(qkv, n_head):
@@ -107,6 +108,95 @@ def attention_backward_blas(dqkv, dpreatt, datt, dout, qkv, att, n_head):
 
 
 # ----------------------------------------------------------------------------- fused (default)
+# One (batch, head) per thread. Its q, k, v are copied into contiguous (T, hs) arrays, and the
+# work is three small causal matrix products written so that the compiler vectorises their
+# inner loops (each handles four rows of the triangle per pass, so every value loaded is
+# used four times), plus the softmax between them. The masked half is skipped.
+@njit(inline="always", fastmath=FASTMATH)
+def causal_dots(s, a, b):
+    """s[t, t2] = a[t] . b[t2] for t2 <= t. a, b: (T, n); s: (T, T), above the diagonal untouched.
+    Four products share each load of a[t, i]; the loop over i vectorises."""
+    T, n = a.shape
+    for t in range(T):
+        four = (t + 1) // 4 * 4
+        for t2 in range(0, four, 4):
+            x0 = np.float32(0.0)
+            x1 = np.float32(0.0)
+            x2 = np.float32(0.0)
+            x3 = np.float32(0.0)
+            for i in range(n):
+                ai = a[t, i]
+                x0 += ai * b[t2, i]
+                x1 += ai * b[t2 + 1, i]
+                x2 += ai * b[t2 + 2, i]
+                x3 += ai * b[t2 + 3, i]
+            s[t, t2] = x0
+            s[t, t2 + 1] = x1
+            s[t, t2 + 2] = x2
+            s[t, t2 + 3] = x3
+        for t2 in range(four, t + 1):
+            x = np.float32(0.0)
+            for i in range(n):
+                x += a[t, i] * b[t2, i]
+            s[t, t2] = x
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def causal_weighted_sum(out, w, x):
+    """out[t] = sum over t2 <= t of w[t, t2] * x[t2]. w: (T, T); x, out: (T, n)."""
+    T, n = x.shape
+    for t in range(T):
+        o = out[t]
+        o[:] = 0.0
+        four = (t + 1) // 4 * 4
+        for t2 in range(0, four, 4):
+            w0, w1, w2, w3 = w[t, t2], w[t, t2 + 1], w[t, t2 + 2], w[t, t2 + 3]
+            for i in range(n):
+                o[i] += w0 * x[t2, i] + w1 * x[t2 + 1, i] + w2 * x[t2 + 2, i] + w3 * x[t2 + 3, i]
+        for t2 in range(four, t + 1):
+            wt = w[t, t2]
+            for i in range(n):
+                o[i] += wt * x[t2, i]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def causal_weighted_sum_transposed(out, w, x):
+    """out[t2] = sum over t >= t2 of w[t, t2] * x[t] (the transpose of causal_weighted_sum)."""
+    T, n = x.shape
+    for t2 in range(T):
+        o = out[t2]
+        o[:] = 0.0
+        four = t2 + (T - t2) // 4 * 4
+        for t in range(t2, four, 4):
+            w0, w1, w2, w3 = w[t, t2], w[t + 1, t2], w[t + 2, t2], w[t + 3, t2]
+            for i in range(n):
+                o[i] += w0 * x[t, i] + w1 * x[t + 1, i] + w2 * x[t + 2, i] + w3 * x[t + 3, i]
+        for t in range(four, T):
+            wt = w[t, t2]
+            for i in range(n):
+                o[i] += wt * x[t, i]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def load_head(dst, src, offset):
+    """dst[t, i] = src[t, offset + i]: one head's channels as a contiguous (T, hs) copy."""
+    T, hs = dst.shape
+    for t in range(T):
+        row = src[t, offset:offset + hs]
+        for i in range(hs):
+            dst[t, i] = row[i]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def store_head(dst, src, offset):
+    """dst[t, offset + i] = src[t, i]: the inverse of load_head."""
+    T, hs = src.shape
+    for t in range(T):
+        row = dst[t, offset:offset + hs]
+        for i in range(hs):
+            row[i] = src[t, i]
+
+
 @kernel(parallel=True)
 def attention_forward(out, preatt, att, qkv, n_head):
     B, T, C = out.shape
@@ -114,50 +204,37 @@ def attention_forward(out, preatt, att, qkv, n_head):
     scale = np.float32(1.0 / math.sqrt(hs))
     for bh in prange(B * n_head):
         b, h = bh // n_head, bh % n_head
-        # private copies: q and v by row, k transposed, so each inner loop is contiguous
         q = np.empty((T, hs), np.float32)
-        kT = np.empty((hs, T), np.float32)
+        k = np.empty((T, hs), np.float32)
         v = np.empty((T, hs), np.float32)
+        load_head(q, qkv[b], h * hs)
+        load_head(k, qkv[b], C + h * hs)
+        load_head(v, qkv[b], 2 * C + h * hs)
+        s = preatt[b, h]
+        a = att[b, h]
+        causal_dots(s, q, k)
         for t in range(T):
-            for i in range(hs):
-                q[t, i] = qkv[b, t, h * hs + i]
-                kT[i, t] = qkv[b, t, C + h * hs + i]
-                v[t, i] = qkv[b, t, 2 * C + h * hs + i]
-        s = np.empty(T, np.float32)     # one row of scores, then of probabilities
-        o = np.empty(hs, np.float32)    # one row of output
-        for t in range(T):
-            # s[t2] = q[t] . k[t2] for t2 <= t, as a sum of rows of kT (vectorises over t2)
-            s[:t + 1] = 0.0
-            for i in range(hs):
-                qi = q[t, i]
-                for t2 in range(t + 1):
-                    s[t2] += qi * kT[i, t2]
-            maxval = s[0]
+            maxval = s[t, 0]
             for t2 in range(t + 1):
-                preatt[b, h, t, t2] = s[t2]
-                maxval = max(maxval, s[t2])
+                maxval = max(maxval, s[t, t2])
             total = np.float32(0.0)
             for t2 in range(t + 1):
-                s[t2] = exp32(scale * (s[t2] - maxval))
-                total += s[t2]
+                e = exp32(scale * (s[t, t2] - maxval))
+                a[t, t2] = e
+                total += e
             inv_total = np.float32(1.0) / total
-            # o = sum_t2 att[t, t2] * v[t2]
-            o[:] = 0.0
             for t2 in range(t + 1):
-                a = s[t2] * inv_total
-                att[b, h, t, t2] = a
-                for i in range(hs):
-                    o[i] += a * v[t2, i]
+                a[t, t2] *= inv_total
             for t2 in range(t + 1, T):
-                preatt[b, h, t, t2] = 0.0
-                att[b, h, t, t2] = 0.0
-            for i in range(hs):
-                out[b, t, h * hs + i] = o[i]
+                s[t, t2] = 0.0
+                a[t, t2] = 0.0
+        o = np.empty((T, hs), np.float32)
+        causal_weighted_sum(o, a, v)
+        store_head(out[b], o, h * hs)
 
 
 @kernel(parallel=True)
 def attention_backward(dqkv, dpreatt, datt, dout, qkv, att, n_head):
-    """Writes dqkv (B, T, 3C), datt and dpreatt (B, NH, T, T)."""
     B, T, C = dout.shape
     hs = C // n_head
     scale = np.float32(1.0 / math.sqrt(hs))
@@ -165,52 +242,32 @@ def attention_backward(dqkv, dpreatt, datt, dout, qkv, att, n_head):
         b, h = bh // n_head, bh % n_head
         q = np.empty((T, hs), np.float32)
         k = np.empty((T, hs), np.float32)
-        vT = np.empty((hs, T), np.float32)
+        v = np.empty((T, hs), np.float32)
+        do = np.empty((T, hs), np.float32)
+        load_head(q, qkv[b], h * hs)
+        load_head(k, qkv[b], C + h * hs)
+        load_head(v, qkv[b], 2 * C + h * hs)
+        load_head(do, dout[b], h * hs)
+        a = att[b, h]
+        da = datt[b, h]
+        ds = dpreatt[b, h]
+        causal_dots(da, do, v)
         for t in range(T):
-            for i in range(hs):
-                q[t, i] = qkv[b, t, h * hs + i]
-                k[t, i] = qkv[b, t, C + h * hs + i]
-                vT[i, t] = qkv[b, t, 2 * C + h * hs + i]
-        dq = np.zeros((T, hs), np.float32)
-        dk = np.zeros((T, hs), np.float32)
-        dv = np.zeros((T, hs), np.float32)
-        a = np.empty(T, np.float32)     # att[t, :] of this row
-        da = np.empty(T, np.float32)    # its gradient, then the gradient of the scores
-        do = np.empty(hs, np.float32)   # dout of this row
-        for t in range(T):
-            for i in range(hs):
-                do[i] = dout[b, t, h * hs + i]
-            for t2 in range(t + 1):
-                a[t2] = att[b, h, t, t2]
-            # in the forward pass this was: out[t] = sum_t2 att[t, t2] * v[t2]
-            da[:t + 1] = 0.0
-            for i in range(hs):
-                for t2 in range(t + 1):
-                    da[t2] += do[i] * vT[i, t2]
-            for t2 in range(t + 1):
-                for i in range(hs):
-                    dv[t2, i] += a[t2] * do[i]
-            # in the forward pass this was: att[t] = softmax(scale * preatt[t])
             dot = np.float32(0.0)
             for t2 in range(t + 1):
-                dot += a[t2] * da[t2]
+                dot += a[t, t2] * da[t, t2]
             for t2 in range(t + 1):
-                datt[b, h, t, t2] = da[t2]
-                da[t2] = scale * a[t2] * (da[t2] - dot)
-                dpreatt[b, h, t, t2] = da[t2]
+                ds[t, t2] = scale * a[t, t2] * (da[t, t2] - dot)
             for t2 in range(t + 1, T):
-                datt[b, h, t, t2] = 0.0
-                dpreatt[b, h, t, t2] = 0.0
-            # in the forward pass this was: preatt[t, t2] = q[t] . k[t2]
-            for t2 in range(t + 1):
-                for i in range(hs):
-                    dq[t, i] += da[t2] * k[t2, i]
-                    dk[t2, i] += da[t2] * q[t, i]
-        for t in range(T):
-            for i in range(hs):
-                dqkv[b, t, h * hs + i] = dq[t, i]
-                dqkv[b, t, C + h * hs + i] = dk[t, i]
-                dqkv[b, t, 2 * C + h * hs + i] = dv[t, i]
+                da[t, t2] = 0.0
+                ds[t, t2] = 0.0
+        g = np.empty((T, hs), np.float32)
+        causal_weighted_sum_transposed(g, a, do)
+        store_head(dqkv[b], g, 2 * C + h * hs)
+        causal_weighted_sum(g, ds, k)
+        store_head(dqkv[b], g, h * hs)
+        causal_weighted_sum_transposed(g, ds, q)
+        store_head(dqkv[b], g, C + h * hs)
 
 
 @kernel(parallel=True)
