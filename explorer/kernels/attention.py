@@ -26,10 +26,10 @@ kernels.register("attention_forward", "blas")):
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from ._math import exp32
-from ._compile import FASTMATH, kernel
+from ._compile import kernel
 
 
 def _heads(qkv, n_head):
@@ -112,7 +112,7 @@ def attention_backward_blas(dqkv, dpreatt, datt, dout, qkv, att, n_head):
 # work is three small causal matrix products written so that the compiler vectorises their
 # inner loops (each handles four rows of the triangle per pass, so every value loaded is
 # used four times), plus the softmax between them. The masked half is skipped.
-@njit(inline="always", fastmath=FASTMATH)
+@kernel
 def causal_dots(s, a, b):
     """s[t, t2] = a[t] . b[t2] for t2 <= t. a, b: (T, n); s: (T, T), above the diagonal untouched.
     Four products share each load of a[t, i]; the loop over i vectorises."""
@@ -141,7 +141,7 @@ def causal_dots(s, a, b):
             s[t, t2] = x
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@kernel
 def causal_weighted_sum(out, w, x):
     """out[t] = sum over t2 <= t of w[t, t2] * x[t2]. w: (T, T); x, out: (T, n)."""
     T, n = x.shape
@@ -159,7 +159,7 @@ def causal_weighted_sum(out, w, x):
                 o[i] += wt * x[t2, i]
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@kernel
 def causal_weighted_sum_transposed(out, w, x):
     """out[t2] = sum over t >= t2 of w[t, t2] * x[t] (the transpose of causal_weighted_sum)."""
     T, n = x.shape
@@ -177,7 +177,7 @@ def causal_weighted_sum_transposed(out, w, x):
                 o[i] += wt * x[t, i]
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@kernel
 def load_head(dst, src, offset):
     """dst[t, i] = src[t, offset + i]: one head's channels as a contiguous (T, hs) copy."""
     T, hs = dst.shape
@@ -187,7 +187,7 @@ def load_head(dst, src, offset):
             dst[t, i] = row[i]
 
 
-@njit(inline="always", fastmath=FASTMATH)
+@kernel
 def store_head(dst, src, offset):
     """dst[t, offset + i] = src[t, i]: the inverse of load_head."""
     T, hs = src.shape
