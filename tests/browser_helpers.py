@@ -1,5 +1,5 @@
-"""Drive JupyterLab or Notebook 7 in Debian's Chromium through Playwright (Python): start a
-private server, open a notebook, Run All, wait, and read what a person would see.
+"""Drive JupyterLab or Notebook 7 (or a Voila page) in Debian's Chromium through Playwright
+(Python): start a private server, open a notebook, Run All, wait, and read what a person would see.
 
 Everything here waits on what the page shows (a prompt number, a status text), never on a
 fixed sleep, so a slow machine makes the test slower, not flaky.
@@ -141,6 +141,70 @@ class JupyterServer:
         self.process = None
 
 
+class VoilaServer:
+    """Voila serving one notebook as a page, started with `command` (a list, e.g. from
+    explorer.demo.demo_command with open_browser=False) on `port`, with its own config, runtime
+    and data folders under `home`. Voila has no /api/status: ready when the port answers.
+    Use as a context manager: the server and its kernel always stop on exit."""
+
+    def __init__(self, command, port, home: Path, env: dict, log_path: Path):
+        self.command, self.port, self.home, self.env, self.log_path = (
+            list(command), port, Path(home), dict(env), log_path)
+        self.process = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}/"
+
+    def __enter__(self):
+        for name in ("config", "runtime", "data"):
+            (self.home / name).mkdir(parents=True, exist_ok=True)
+        self.env.update(JUPYTER_CONFIG_DIR=str(self.home / "config"),
+                        JUPYTER_RUNTIME_DIR=str(self.home / "runtime"),
+                        JUPYTER_DATA_DIR=str(self.home / "data"))
+        self._log = open(self.log_path, "w")
+        self.process = subprocess.Popen(self.command, env=self.env, stdout=self._log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            self._wait_for_port(timeout=90)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _wait_for_port(self, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"voila exited with code {self.process.returncode} before it "
+                                   f"was ready:\n{self.log_tail()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.25)
+        raise TimeoutError(f"voila did not open port {self.port} within {timeout} s:\n{self.log_tail()}")
+
+    def log_tail(self, chars=4000):
+        try:
+            return self.log_path.read_text()[-chars:]
+        except OSError:
+            return "(no server log)"
+
+    def __exit__(self, *exc):
+        if self.process is None:
+            return
+        self.process.terminate()    # Voila shuts its kernels down on SIGTERM
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        _kill_group(self.process.pid)
+        self._log.close()
+        self.process = None
+
+
 def _kill_group(pgid):
     """Stop anything left in the server's own process group (a kernel it failed to stop)."""
     import os
@@ -241,13 +305,15 @@ PROBLEMS_JS = """() => {
     const text = n => n.innerText || n.textContent || '';
     // a drawn widget: the output holds the widget's own node (class jupyter-widgets)
     const widgets = outputs.filter(n => n.querySelector(':scope > .jupyter-widgets'));
+    // a widget that only carries CSS (e.g. explorer.viz.style.projector) is empty by design
+    const onlyStyle = n => !!n.querySelector('style') && (n.innerText || '').trim() === '';
     return {
         errors: outputs.filter(n => n.dataset.mimeType === 'application/vnd.jupyter.stderr' &&
                                     /Traceback|Error\\b/.test(text(n))).map(n => text(n).slice(-1500)),
         widgetErrors: outputs.filter(n => /Error displaying widget/.test(text(n))).map(n => text(n).slice(0, 300)),
         loading: outputs.filter(n => /Loading widget\\.\\.\\./.test(text(n))).length,
         widgetOutputs: widgets.length,
-        emptyWidgets: widgets.filter(n => n.getBoundingClientRect().height < 5).length,
+        emptyWidgets: widgets.filter(n => n.getBoundingClientRect().height < 5 && !onlyStyle(n)).length,
         plotly: document.querySelectorAll('.jp-OutputArea .js-plotly-plot').length,
     };
 }"""
@@ -283,6 +349,8 @@ FIGURES_JS = """() => Array.from(document.querySelectorAll('.jp-OutputArea .js-p
     traces: plot.data ? plot.data.length : null,
     timesDrawn: Number(plot.dataset.explorerDrawn || 0),   // see PAGE_RECORDER_JS
     top: Math.round(plot.getBoundingClientRect().top),
+    // false inside a container with display: none (e.g. a view's panel that is closed)
+    shown: plot.getClientRects().length > 0,
 }))"""
 
 FIGURE_DRAWN_JS = "plot => plot.querySelectorAll('.trace, .heatmaplayer image').length > 0"
@@ -291,12 +359,15 @@ FIGURE_DRAWN_JS = "plot => plot.querySelectorAll('.trace, .heatmaplayer image').
 def wait_for_figures(page, timeout_s=30):
     """Bring each plotly figure of the notebook into view, as a person scrolling would, and wait
     until it has drawn a trace or a heatmap: all of them within timeout_s. Returns what each
-    shows (FIGURES_JS); one still blank by then is reported as such, for the test to judge."""
+    shows (FIGURES_JS); one still blank by then is reported as such, for the test to judge.
+    A figure in a hidden container (display: none) cannot be seen, so it is not waited for."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     plots = page.locator(".jp-OutputArea .js-plotly-plot")
     deadline = time.monotonic() + timeout_s
     for i in range(plots.count()):
         plot = plots.nth(i)
+        if not plot.evaluate("plot => plot.getClientRects().length > 0"):
+            continue
         plot.scroll_into_view_if_needed()
         left_ms = max(1, (deadline - time.monotonic()) * 1000)   # 0 would mean "no limit"
         try:
@@ -307,8 +378,13 @@ def wait_for_figures(page, timeout_s=30):
     return page.evaluate(FIGURES_JS)
 
 
+def shown_figures(figures):
+    """The figures (FIGURES_JS entries) a person can see: not in a hidden container."""
+    return [f for f in figures if f["shown"]]
+
+
 def blank_figures(figures):
-    """Descriptions of the figures (FIGURES_JS entries) that draw nothing."""
+    """Descriptions of the figures (FIGURES_JS entries) that are shown but draw nothing."""
     return [f"figure {i} ({f['title'] or 'untitled'}: {f['traces']} traces given to plotly, "
             f"drawn {f['timesDrawn']} times, {f['top']} px from the top of the window)"
-            for i, f in enumerate(figures) if not f["drawn"]]
+            for i, f in enumerate(figures) if f["shown"] and not f["drawn"]]

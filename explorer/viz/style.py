@@ -26,6 +26,8 @@ def projector(scale=1.5):
     css = (f"<style>.widget-label, .widget-button, .widget-html-content, .widget-readout, "
            f".widget-inline-hbox, .widget-text input, .widget-dropdown select "
            f"{{font-size: {px}px !important; line-height: 1.3;}} "
-           f".widget-button {{height: {round(28 * scale)}px !important;}} "
+           # a view's fixed-width buttons (the dashboard's 88 px) grow to fit the larger label
+           f".widget-button {{height: {round(28 * scale)}px !important; "
+           f"min-width: max-content !important;}} "
            f".jp-RenderedHTMLCommon, .jp-OutputArea-output pre {{font-size: {px}px;}}</style>")
     return widgets.HTML(css, layout=widgets.Layout(height="0px"))
