@@ -197,77 +197,92 @@ def store_head(dst, src, offset):
             row[i] = src[t, i]
 
 
-@kernel(parallel=True)
-def attention_forward(out, preatt, att, qkv, n_head):
-    B, T, C = out.shape
+@kernel
+def head_forward(out, s, a, qkv, h, n_head):
+    """One (batch, head) of attention_forward: out (T, C), s and a (T, T) its preatt and att,
+    qkv (T, 3C); writes head h's channels of out."""
+    T, C = out.shape
     hs = C // n_head
     scale = np.float32(1.0 / math.sqrt(hs))
-    for bh in prange(B * n_head):
+    q = np.empty((T, hs), np.float32)
+    k = np.empty((T, hs), np.float32)
+    v = np.empty((T, hs), np.float32)
+    load_head(q, qkv, h * hs)
+    load_head(k, qkv, C + h * hs)
+    load_head(v, qkv, 2 * C + h * hs)
+    causal_dots(s, q, k)
+    for t in range(T):
+        maxval = s[t, 0]
+        for t2 in range(t + 1):
+            maxval = max(maxval, s[t, t2])
+        total = np.float32(0.0)
+        for t2 in range(t + 1):
+            e = exp32(scale * (s[t, t2] - maxval))
+            a[t, t2] = e
+            total += e
+        inv_total = np.float32(1.0) / total
+        for t2 in range(t + 1):
+            a[t, t2] *= inv_total
+        for t2 in range(t + 1, T):
+            s[t, t2] = 0.0
+            a[t, t2] = 0.0
+    o = np.empty((T, hs), np.float32)
+    causal_weighted_sum(o, a, v)
+    store_head(out, o, h * hs)
+
+
+@kernel
+def head_backward(dqkv, ds, da, dout, qkv, a, h, n_head):
+    """One (batch, head) of attention_backward: dqkv (T, 3C), ds and da (T, T) its dpreatt and
+    datt, dout (T, C), qkv (T, 3C), a (T, T) its att; writes head h's channels of dqkv."""
+    T, C = dout.shape
+    hs = C // n_head
+    scale = np.float32(1.0 / math.sqrt(hs))
+    q = np.empty((T, hs), np.float32)
+    k = np.empty((T, hs), np.float32)
+    v = np.empty((T, hs), np.float32)
+    do = np.empty((T, hs), np.float32)
+    load_head(q, qkv, h * hs)
+    load_head(k, qkv, C + h * hs)
+    load_head(v, qkv, 2 * C + h * hs)
+    load_head(do, dout, h * hs)
+    # in the forward pass this was: out[t] = sum over t2 of att[t, t2] * v[t2]
+    causal_dots(da, do, v)
+    g = np.empty((T, hs), np.float32)
+    causal_weighted_sum_transposed(g, a, do)
+    store_head(dqkv, g, 2 * C + h * hs)
+    # in the forward pass this was: att[t] = softmax(scale * preatt[t])
+    for t in range(T):
+        dot = np.float32(0.0)
+        for t2 in range(t + 1):
+            dot += a[t, t2] * da[t, t2]
+        for t2 in range(t + 1):
+            ds[t, t2] = scale * a[t, t2] * (da[t, t2] - dot)
+        for t2 in range(t + 1, T):
+            da[t, t2] = 0.0
+            ds[t, t2] = 0.0
+    # in the forward pass this was: preatt[t, t2] = q[t] . k[t2]
+    causal_weighted_sum(g, ds, k)
+    store_head(dqkv, g, h * hs)
+    causal_weighted_sum_transposed(g, ds, q)
+    store_head(dqkv, g, C + h * hs)
+
+
+# The parallel loops only hand out (batch, head) pairs to threads; each head's work is the
+# ordinary function above, which can be called (and tested, or stepped through) on its own.
+@kernel(parallel=True)
+def attention_forward(out, preatt, att, qkv, n_head):
+    for bh in prange(out.shape[0] * n_head):
         b, h = bh // n_head, bh % n_head
-        q = np.empty((T, hs), np.float32)
-        k = np.empty((T, hs), np.float32)
-        v = np.empty((T, hs), np.float32)
-        load_head(q, qkv[b], h * hs)
-        load_head(k, qkv[b], C + h * hs)
-        load_head(v, qkv[b], 2 * C + h * hs)
-        s = preatt[b, h]
-        a = att[b, h]
-        causal_dots(s, q, k)
-        for t in range(T):
-            maxval = s[t, 0]
-            for t2 in range(t + 1):
-                maxval = max(maxval, s[t, t2])
-            total = np.float32(0.0)
-            for t2 in range(t + 1):
-                e = exp32(scale * (s[t, t2] - maxval))
-                a[t, t2] = e
-                total += e
-            inv_total = np.float32(1.0) / total
-            for t2 in range(t + 1):
-                a[t, t2] *= inv_total
-            for t2 in range(t + 1, T):
-                s[t, t2] = 0.0
-                a[t, t2] = 0.0
-        o = np.empty((T, hs), np.float32)
-        causal_weighted_sum(o, a, v)
-        store_head(out[b], o, h * hs)
+        head_forward(out[b], preatt[b, h], att[b, h], qkv[b], h, n_head)
 
 
 @kernel(parallel=True)
 def attention_backward(dqkv, dpreatt, datt, dout, qkv, att, n_head):
-    B, T, C = dout.shape
-    hs = C // n_head
-    scale = np.float32(1.0 / math.sqrt(hs))
-    for bh in prange(B * n_head):
+    """Writes dqkv (B, T, 3C), datt and dpreatt (B, NH, T, T)."""
+    for bh in prange(dout.shape[0] * n_head):
         b, h = bh // n_head, bh % n_head
-        q = np.empty((T, hs), np.float32)
-        k = np.empty((T, hs), np.float32)
-        v = np.empty((T, hs), np.float32)
-        do = np.empty((T, hs), np.float32)
-        load_head(q, qkv[b], h * hs)
-        load_head(k, qkv[b], C + h * hs)
-        load_head(v, qkv[b], 2 * C + h * hs)
-        load_head(do, dout[b], h * hs)
-        a = att[b, h]
-        da = datt[b, h]
-        ds = dpreatt[b, h]
-        causal_dots(da, do, v)
-        for t in range(T):
-            dot = np.float32(0.0)
-            for t2 in range(t + 1):
-                dot += a[t, t2] * da[t, t2]
-            for t2 in range(t + 1):
-                ds[t, t2] = scale * a[t, t2] * (da[t, t2] - dot)
-            for t2 in range(t + 1, T):
-                da[t, t2] = 0.0
-                ds[t, t2] = 0.0
-        g = np.empty((T, hs), np.float32)
-        causal_weighted_sum_transposed(g, a, do)
-        store_head(dqkv[b], g, 2 * C + h * hs)
-        causal_weighted_sum(g, ds, k)
-        store_head(dqkv[b], g, h * hs)
-        causal_weighted_sum_transposed(g, ds, q)
-        store_head(dqkv[b], g, C + h * hs)
+        head_backward(dqkv[b], dpreatt[b, h], datt[b, h], dout[b], qkv[b], att[b, h], h, n_head)
 
 
 @kernel(parallel=True)
