@@ -117,10 +117,7 @@ class JupyterServer:
         return json.loads(body) if body else None
 
     def log_tail(self, chars=4000):
-        try:
-            return self.log_path.read_text()[-chars:]
-        except OSError:
-            return "(no server log)"
+        return _log_tail(self.log_path, chars)
 
     def __exit__(self, *exc):
         if self.process is None:
@@ -186,10 +183,7 @@ class VoilaServer:
         raise TimeoutError(f"voila did not open port {self.port} within {timeout} s:\n{self.log_tail()}")
 
     def log_tail(self, chars=4000):
-        try:
-            return self.log_path.read_text()[-chars:]
-        except OSError:
-            return "(no server log)"
+        return _log_tail(self.log_path, chars)
 
     def __exit__(self, *exc):
         if self.process is None:
@@ -203,6 +197,14 @@ class VoilaServer:
         _kill_group(self.process.pid)
         self._log.close()
         self.process = None
+
+
+def _log_tail(path, chars):
+    """The end of a server's log, for error messages."""
+    try:
+        return Path(path).read_text()[-chars:]
+    except OSError:
+        return "(no server log)"
 
 
 def _kill_group(pgid):
