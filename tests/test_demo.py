@@ -64,3 +64,22 @@ def _get(url, deadline):
             if time.monotonic() > deadline:
                 raise
             time.sleep(1)
+
+
+def test_projector_style_reads_as_a_sentence_where_widgets_do_not_run():
+    """Saved to GitHub or nbviewer, the demo's style cell must not show its CSS or a repr."""
+    import plotly.io as pio
+
+    from explorer.viz.style import projector
+    before = pio.templates.default
+    try:
+        style = projector(scale=2)
+        bundle = style._repr_mimebundle_()
+        assert "application/vnd.jupyter.widget-view+json" in bundle   # live: the CSS applies
+        assert bundle["text/plain"] == "Projector mode: widgets and figures 2x larger."
+        assert "<style" not in bundle["text/html"] and "2x larger" in bundle["text/html"]
+        assert "font-size: 26px" in style.value
+        with pytest.raises(ValueError, match="scale must be positive"):
+            projector(scale=0)
+    finally:
+        pio.templates.default = before

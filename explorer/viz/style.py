@@ -13,6 +13,21 @@ import plotly.io as pio
 TEMPLATE = "explorer_projector"
 
 
+class ProjectorStyle(widgets.HTML):
+    """The CSS of projector mode as a widget (a live page applies it while it is shown). Where
+    widgets do not run (a saved notebook on GitHub or nbviewer) it shows one line saying what
+    it is, not its CSS."""
+
+    scale = 1.5
+
+    def _repr_mimebundle_(self, **kwargs):
+        bundle = super()._repr_mimebundle_(**kwargs) or {}
+        summary = f"Projector mode: widgets and figures {self.scale:g}x larger."
+        bundle["text/plain"] = summary
+        bundle["text/html"] = f"<p><i>{summary}</i></p>"
+        return bundle
+
+
 def projector(scale=1.5):
     """Make later plotly figures and all widgets `scale` times larger; returns the style widget."""
     if scale <= 0:
@@ -30,4 +45,6 @@ def projector(scale=1.5):
            f".widget-button {{height: {round(28 * scale)}px !important; "
            f"min-width: max-content !important;}} "
            f".jp-RenderedHTMLCommon, .jp-OutputArea-output pre {{font-size: {px}px;}}</style>")
-    return widgets.HTML(css, layout=widgets.Layout(height="0px"))
+    style = ProjectorStyle(css, layout=widgets.Layout(height="0px"))
+    style.scale = scale
+    return style
