@@ -267,8 +267,9 @@ class TrainingDashboard:
 
     def static_html(self):
         """The status line and a small inline SVG of the loss: shows without JavaScript."""
-        return (f"<div><b>Training dashboard</b> (the live controls need a running Jupyter "
-                f"kernel)<br>{self._status_html()}<br>{_loss_svg(self.trainer.history)}</div>")
+        return (f"<div><b>Training dashboard</b>, as it was when this cell ran (the live view "
+                f"and its controls need a running Jupyter kernel)<br>{self._status_html()}<br>"
+                f"{_loss_svg(self.trainer.history)}</div>")
 
     def close(self):
         """Stop listening to the trainer. Training goes on if it runs: dash.runner.pause()
