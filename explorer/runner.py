@@ -12,6 +12,8 @@ that trains in a loop would hold every click until it finishes. The runner owns 
 thread that takes commands (run, step, reset) from a queue; the main thread only sets flags,
 so every method here returns quickly. The model's compute is serialised by
 explorer._runtime.compute_lock, so other cells may still call model.forward meanwhile.
+Unless the trainer's `threads` was set, the runner sets it to "auto": the browser drawing the
+views takes cores, and one thread is then often faster than all (explorer/threads.py).
 
 States: "idle" (nothing to do), "running" (the thread is taking steps), "paused" (a run was
 interrupted by pause() or by an error; run() resumes it). Events, called on the training
@@ -54,6 +56,9 @@ class BackgroundTrainer:
                                    f"BackgroundTrainer.of(trainer), or close() it first")
             _RUNNERS[trainer] = self
         self.trainer = trainer
+        if trainer.threads is None:
+            # beside a live UI other programs take cores: time steps, use what is fastest
+            trainer.threads = "auto"
         self.state = "idle"
         self.error = None            # the last exception raised inside a step, if any
         self.error_traceback = None  # ... and its traceback, as text

@@ -8,6 +8,7 @@ A step is forward -> backward -> clip (global norm) -> AdamW. It is atomic: if a
 raises inside it (a bad batch, a student's kernel, a NaN loss), the parameters, the
 optimizer state, the step counter and the data sampler are as they were before it.
 """
+import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -16,6 +17,7 @@ import numpy as np
 
 from . import kernels
 from ._runtime import compute_lock
+from .threads import ThreadTuner, max_threads, using_threads
 from .kernels.clip import clip_scale
 
 EVENTS = ("step", "eval", "run_start", "run_end")
@@ -84,6 +86,31 @@ class Trainer:
         # weight decay on matrices only (not biases, layernorm gains or... position table)
         self._segments = model.param_offsets
         self._decay = np.array([len(shape) == 2 for _, shape in model.param_shapes])
+        self.threads = None
+
+    # ----------------------------------------------------------------- threads
+    @property
+    def threads(self):
+        """Threads the kernels use: None (all, as Numba and BLAS are set up), an int, or
+        "auto" (chosen by timing steps: explorer.threads.ThreadTuner, in self.thread_tuner)."""
+        return self._threads
+
+    @threads.setter
+    def threads(self, value):
+        if value == "auto":
+            self.thread_tuner = ThreadTuner()
+        elif value is None or (isinstance(value, int) and not isinstance(value, bool)
+                               and 1 <= value <= max_threads()):
+            self.thread_tuner = None
+        else:
+            raise ValueError(f"threads must be None, \"auto\" or an integer from 1 to "
+                             f"{max_threads()}, got {value!r}")
+        self._threads = value
+
+    def _step_threads(self):
+        if self.thread_tuner is not None:
+            return self.thread_tuner.next_threads()
+        return self._threads
 
     # ----------------------------------------------------------------- events
     def on(self, event, callback):
@@ -105,11 +132,17 @@ class Trainer:
         """One training step; returns its metrics. Atomic: on error nothing changes."""
         with compute_lock:
             rng_state = self.rng.bit_generator.state
+            threads = self._step_threads()
             try:
-                metrics = self._step()
+                with using_threads(threads) if threads else contextlib.nullcontext():
+                    metrics = self._step()
             except BaseException:
                 self.rng.bit_generator.state = rng_state
                 raise
+            if threads:
+                metrics["threads"] = threads
+                if self.thread_tuner is not None:
+                    self.thread_tuner.record(threads, metrics["ms"] / 1000)
             self.history.append(metrics)
             # still under the lock: listeners read the model's record of exactly this step
             self._emit("step", metrics)

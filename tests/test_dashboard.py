@@ -77,6 +77,8 @@ def test_step_adds_one_step_and_one_loss_point(make_dashboard):
     assert dash.trainer.step_count == 2 and dash.points()["train loss"] == 2
     assert list(dash.figure.data[0].x) == [1, 2]
     assert "step <b>2</b>" in dash.status.value and "idle" in dash.status.value
+    threads = dash.trainer.history[-1]["threads"]   # the runner times steps to choose
+    assert f"{threads} thread" in dash.status.value
 
 
 def test_run_then_pause_stops_the_counter_and_buttons_never_wait(make_dashboard):

@@ -97,6 +97,9 @@ class KernelLab:
 
     def _train(self, name, report, steps, started, on_step):
         _, _, trainer = self.preset.build(seed=self.seed)
+        # a lab runs beside a browser: one thread is often faster then (explorer/threads.py);
+        # the curves differ from a run with all threads only in their last bits
+        trainer.threads = "auto"
         run = RetrainRun(name, report=report, trainer=trainer)
         swap = {name: report.kernel} if name else {}
         for _ in range(steps):
