@@ -9,10 +9,19 @@ import argparse
 import sys
 
 
+def _threads(text):
+    if text in ("auto", "all"):
+        return None if text == "all" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number, "all" or "auto", got {text!r}') from None
+
+
 def _train(args):
     from .runs import train_preset
     train_preset(args.preset, steps=args.steps, out=args.out, seed=args.seed,
-                 sample_every=args.sample_every, progress=not args.quiet)
+                 sample_every=args.sample_every, progress=not args.quiet, threads=args.threads)
     return 0
 
 
@@ -52,6 +61,9 @@ def build_parser():
     train.add_argument("--sample-every", type=int, default=None,
                        help="print a generated sample every N steps (default: the preset's)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--threads", type=_threads, default="auto",
+                       help='threads for the kernels: a number, "all", or "auto" (the default: '
+                            'chosen by timing steps, as other programs may be using cores)')
     train.set_defaults(run=_train)
 
     sample = sub.add_parser("sample", help="generate text from a checkpoint")

@@ -59,13 +59,15 @@ def _write_json(path, obj):
     atomic_write(path, write)
 
 
-def train_preset(name, steps=None, out="runs", seed=0, sample_every=None, progress=True):
-    """Train preset `name` for `steps` steps; returns (trainer, run folder)."""
+def train_preset(name, steps=None, out="runs", seed=0, sample_every=None, progress=True, threads="auto"):
+    """Train preset `name` for `steps` steps; returns (trainer, run folder). threads: None
+    (all), a number, or "auto" (chosen by timing steps: explorer/threads.py)."""
     from tqdm.auto import tqdm
 
     from .presets import get_preset
     preset = get_preset(name)
     data, model, trainer = preset.build(seed=seed)
+    trainer.threads = threads
     steps = steps if steps is not None else preset.steps
     if steps < 1:
         raise ValueError(f"--steps must be at least 1, got {steps}")

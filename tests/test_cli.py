@@ -50,3 +50,25 @@ def test_presets_are_listed(capsys):
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "reverse-tiny" in out and "shakespeare-char" in out
+
+
+def test_train_threads_option(tmp_path, capsys):
+    """auto (the default) records the count each step used; a number fixes it; a count the
+    machine does not have is refused before anything is written."""
+    from explorer.threads import ThreadTuner, max_threads
+    assert main(["train", "--steps", "3", "--out", str(tmp_path / "auto"), "--quiet"]) == 0
+    (folder,) = (tmp_path / "auto").iterdir()
+    rows = [json.loads(line) for line in open(folder / "metrics.jsonl")]
+    tried_in_turns = (ThreadTuner().candidates * 3)[:3]
+    assert [r["threads"] for r in rows if "loss" in r] == tried_in_turns
+    assert main(["train", "--steps", "2", "--out", str(tmp_path / "one"), "--quiet",
+                 "--threads", "1"]) == 0
+    (folder,) = (tmp_path / "one").iterdir()
+    assert {json.loads(line).get("threads", 1) for line in open(folder / "metrics.jsonl")} == {1}
+    capsys.readouterr()
+    too_many = str(max_threads() + 1)
+    assert main(["train", "--out", str(tmp_path / "bad"), "--threads", too_many]) == 2
+    assert f"got {too_many}" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    with pytest.raises(SystemExit):
+        main(["train", "--threads", "many"])
+    assert 'expected a number, "all" or "auto"' in capsys.readouterr().err
