@@ -191,7 +191,8 @@ class Trainer:
         Uses its own random stream, so evaluating does not change the training batches."""
         batches = batches or self.config.eval_batches
         rng = np.random.default_rng([self.config.seed, self.step_count, 1])
-        with compute_lock:
+        threads = self.thread_tuner.choice if self.thread_tuner is not None else self._threads
+        with compute_lock, using_threads(threads) if threads else contextlib.nullcontext():
             losses = []
             for _ in range(batches):
                 x, y = self.data.get_batch("val", self.config.batch_size, self.seq_len, rng)
