@@ -127,14 +127,7 @@ class JupyterServer:
                 self.api(f"kernels/{kernel['id']}", method="DELETE")
         except Exception:
             pass
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        _kill_group(self.process.pid)
-        self._log.close()
+        _stop_server(self.process, self._log)
         self.process = None
 
 
@@ -188,15 +181,21 @@ class VoilaServer:
     def __exit__(self, *exc):
         if self.process is None:
             return
-        self.process.terminate()    # Voila shuts its kernels down on SIGTERM
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
-        _kill_group(self.process.pid)
-        self._log.close()
+        _stop_server(self.process, self._log)    # Voila shuts its kernels down on SIGTERM
         self.process = None
+
+
+def _stop_server(process, log):
+    """SIGTERM, then SIGKILL if it has not ended in 20 s; then whatever is left in its process
+    group; then close its log."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+    _kill_group(process.pid)
+    log.close()
 
 
 def _log_tail(path, chars):
