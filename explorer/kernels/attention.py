@@ -143,38 +143,64 @@ def causal_dots(s, a, b):
 
 @kernel
 def causal_weighted_sum(out, w, x):
-    """out[t] = sum over t2 <= t of w[t, t2] * x[t2]. w: (T, T); x, out: (T, n)."""
+    """out[t] = sum over t2 <= t of w[t, t2] * x[t2]. w: (T, T); x, out: (T, n).
+    Two rows of out per pass and four rows of x per step: each x value loaded is used twice."""
     T, n = x.shape
-    for t in range(T):
-        o = out[t]
-        o[:] = 0.0
-        four = (t + 1) // 4 * 4
+    out[:] = 0.0
+    for t in range(0, T - 1, 2):
+        o0 = out[t]
+        o1 = out[t + 1]
+        four = (t + 1) // 4 * 4                  # up to here both rows use all four of x
         for t2 in range(0, four, 4):
-            w0, w1, w2, w3 = w[t, t2], w[t, t2 + 1], w[t, t2 + 2], w[t, t2 + 3]
+            x0, x1, x2, x3 = x[t2], x[t2 + 1], x[t2 + 2], x[t2 + 3]
+            a0, a1, a2, a3 = w[t, t2], w[t, t2 + 1], w[t, t2 + 2], w[t, t2 + 3]
+            b0, b1, b2, b3 = w[t + 1, t2], w[t + 1, t2 + 1], w[t + 1, t2 + 2], w[t + 1, t2 + 3]
             for i in range(n):
-                o[i] += w0 * x[t2, i] + w1 * x[t2 + 1, i] + w2 * x[t2 + 2, i] + w3 * x[t2 + 3, i]
+                xa, xb, xc, xd = x0[i], x1[i], x2[i], x3[i]
+                o0[i] += a0 * xa + a1 * xb + a2 * xc + a3 * xd
+                o1[i] += b0 * xa + b1 * xb + b2 * xc + b3 * xd
         for t2 in range(four, t + 1):
-            wt = w[t, t2]
+            a, b = w[t, t2], w[t + 1, t2]
             for i in range(n):
-                o[i] += wt * x[t2, i]
+                o0[i] += a * x[t2, i]
+                o1[i] += b * x[t2, i]
+        b = w[t + 1, t + 1]                      # the diagonal of the second row
+        for i in range(n):
+            o1[i] += b * x[t + 1, i]
+    if T % 2 == 1:
+        t = T - 1
+        for t2 in range(T):
+            a = w[t, t2]
+            for i in range(n):
+                out[t, i] += a * x[t2, i]
 
 
 @kernel
 def causal_weighted_sum_transposed(out, w, x):
-    """out[t2] = sum over t >= t2 of w[t, t2] * x[t] (the transpose of causal_weighted_sum)."""
+    """out[t2] = sum over t >= t2 of w[t, t2] * x[t] (the transpose of causal_weighted_sum).
+    Walks w by rows, four at a time, adding each row's share into every out[t2] it reaches."""
     T, n = x.shape
-    for t2 in range(T):
-        o = out[t2]
-        o[:] = 0.0
-        four = t2 + (T - t2) // 4 * 4
-        for t in range(t2, four, 4):
-            w0, w1, w2, w3 = w[t, t2], w[t + 1, t2], w[t + 2, t2], w[t + 3, t2]
+    out[:] = 0.0
+    four = T // 4 * 4
+    for t in range(0, four, 4):
+        x0, x1, x2, x3 = x[t], x[t + 1], x[t + 2], x[t + 3]
+        w0, w1, w2, w3 = w[t], w[t + 1], w[t + 2], w[t + 3]
+        for t2 in range(t + 1):                  # all four rows reach these
+            o = out[t2]
+            a0, a1, a2, a3 = w0[t2], w1[t2], w2[t2], w3[t2]
             for i in range(n):
-                o[i] += w0 * x[t, i] + w1 * x[t + 1, i] + w2 * x[t + 2, i] + w3 * x[t + 3, i]
-        for t in range(four, T):
-            wt = w[t, t2]
+                o[i] += a0 * x0[i] + a1 * x1[i] + a2 * x2[i] + a3 * x3[i]
+        for t2 in range(t + 1, t + 4):           # the corner: only the later rows reach these
+            o = out[t2]
+            for r in range(t2 - t, 4):
+                a = w[t + r, t2]
+                for i in range(n):
+                    o[i] += a * x[t + r, i]
+    for t in range(four, T):
+        for t2 in range(t + 1):
+            a = w[t, t2]
             for i in range(n):
-                o[i] += wt * x[t, i]
+                out[t2, i] += a * x[t, i]
 
 
 @kernel
