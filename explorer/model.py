@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from . import coldstart, kernels
 from ._runtime import compute_lock
 from .config import GPTConfig, param_shapes
 
@@ -155,6 +155,7 @@ class GPT:
                 raise ValueError(f"targets shape {targets.shape} must equal idx shape {idx.shape}")
             if not (targets >= 0).any():
                 raise ValueError("targets are all -1: there is no position to compute a loss on")
+        coldstart.start(self.config)        # first call in a fresh install: compile in parallel
         with compute_lock:
             return self._forward(idx, targets)
 

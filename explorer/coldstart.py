@@ -1,0 +1,169 @@
+"""The first run after installing: compile the kernels in two processes at once.
+
+Numba compiles a kernel the first time it is called and keeps the machine code in a disk
+cache (the `__pycache__` folder beside the kernels), so this happens once per install. But
+that once is slow: a process compiles one function at a time (Numba holds a lock while it
+compiles), and a training step needs about 30 s of compiling on a 2-core laptop, half of it
+for attention. With an empty cache, the model's first forward calls `start()`, which
+
+1. launches a helper process (`helper()` below, in a new Python) that builds a small model
+   of the same kind and runs one training step on it with every kernel except
+   `HELPER_KERNELS` (the backward pass, bar its first kernel, and the optimizer) replaced by
+   a do-nothing function: so it compiles those, and writes them to the cache, and no others;
+2. marks those kernels as pending in the registry: the first `kernels.get` of one waits
+   until the helper has ended, and Numba then loads it from the cache instead of compiling;
+3. meanwhile runs a forward and backward pass of a small model here with the helper's
+   kernels doing nothing, which compiles all the rest; then the real step goes on.
+
+Nothing changes in the numbers: the helper only fills the cache with the same code this
+process would have compiled. If the helper fails or is slow, nothing breaks: the wait ends
+when the helper does (or after `WAIT_S`), and this process compiles whatever is missing.
+Set the environment variable EXPLORER_PARALLEL_COMPILE=0 to turn it off. Measured (tiny
+preset, 2-core AMD EPYC, cold cache): import + first step 31 s without the helper, 21-24 s
+with it; the two processes slow each other down (~1.4x each) on 2 cores, so more cores gain more.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+
+#: Compiled by the helper: the backward pass (but its first kernel) and the optimizer, about
+#: half of all the compiling; this process compiles the forward pass meanwhile.
+HELPER_KERNELS = ("matmul_backward", "attention_backward", "gelu_backward", "layernorm_backward",
+                  "encoder_backward", "grad_norm", "adamw_update")
+WAIT_S = 300.0
+HELPER_COMMAND = "import sys, json; from explorer.coldstart import helper; helper(json.loads(sys.argv[1]))"
+
+_started = False
+_helper_process = None          # the helper's Popen, once started (for tests)
+_lock = threading.RLock()      # re-entrant: the small model's forward calls start() too
+
+
+def enabled():
+    """False when turned off, when Numba does not compile (NUMBA_DISABLE_JIT), or with one core."""
+    import numba
+
+    if os.environ.get("EXPLORER_PARALLEL_COMPILE", "1") == "0" or numba.config.DISABLE_JIT:
+        return False
+    return (os.cpu_count() or 1) >= 2
+
+
+def cache_is_cold():
+    """True when the heaviest helper kernel has never been compiled into a writable cache
+    (then neither has the rest, in all likelihood)."""
+    from .kernels import attention
+
+    dispatcher = attention.attention_backward
+    if dispatcher.overloads:                    # compiled in this process already
+        return False
+    try:
+        index = dispatcher._cache._cache_file._index_path
+    except AttributeError:                      # a Numba without this cache layout
+        return False
+    folder = os.path.dirname(index)
+    if os.path.exists(index):
+        return False
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError:
+        return False
+    return os.access(folder, os.W_OK)           # without a cache the helper's work is lost
+
+
+def start(config):
+    """On the first call in this process, with a cold cache: launch the helper (see the
+    module's docstring) for a model like `config`. Returns True if a helper was started."""
+    global _started
+    with _lock:
+        if _started:
+            return False
+        _started = True
+        if not enabled() or not cache_is_cold():
+            return False
+        from . import kernels
+
+        spec = {"n_layer": 1, "n_head": config.n_head, "n_embd": config.n_embd,
+                "vocab_size": config.vocab_size, "block_size": min(config.block_size, 8),
+                "kernels": list(HELPER_KERNELS)}
+        env = dict(os.environ, EXPLORER_PARALLEL_COMPILE="0")
+        import numba
+
+        env.setdefault("NUMBA_CACHE_DIR", numba.config.CACHE_DIR or "")
+        if not env["NUMBA_CACHE_DIR"]:
+            del env["NUMBA_CACHE_DIR"]
+        global _helper_process
+        try:
+            helper = _helper_process = subprocess.Popen([sys.executable, "-c", HELPER_COMMAND, json.dumps(spec)],
+                                      env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL)
+        except OSError:
+            return False
+
+        def wait():
+            try:
+                helper.wait(timeout=WAIT_S)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()
+
+        kernels.wait_before_use(HELPER_KERNELS, wait)
+        try:
+            _compile_the_rest(spec)
+        except Exception:       # only a head start: the real step compiles what is missing
+            pass
+        return True
+
+
+def _do_nothing(*args):
+    pass
+
+
+def _small_model(spec):
+    from .config import GPTConfig
+    from .model import GPT
+
+    return GPT(GPTConfig(spec["n_layer"], spec["n_head"], spec["n_embd"], spec["vocab_size"],
+                         spec["block_size"]))
+
+
+def _compile_the_rest(spec):
+    """In this process, meanwhile: a forward and backward pass of a small model with the
+    helper's kernels doing nothing, so that every other kernel of the model compiles now,
+    whatever order the real step asks for them in. (The registry is swapped for the
+    duration, under the compute lock that every model and trainer holds while computing.)"""
+    import numpy as np
+
+    from . import kernels
+    from ._runtime import compute_lock
+
+    model = _small_model(spec)
+    idx = np.zeros((1, spec["block_size"]), np.int64)
+    with compute_lock, kernels.use(**{name: _do_nothing for name in HELPER_KERNELS}):
+        model.forward(idx, idx)
+        model.backward()
+
+
+def helper(spec):
+    """Run in the helper process: one training step of a small model, with only
+    spec["kernels"] real (the rest do nothing), so that exactly those get compiled."""
+    import numpy as np
+
+    from . import kernels
+    from .trainer import Trainer
+
+    model = _small_model(spec)
+    vocab_size = spec["vocab_size"]
+
+    class Tokens:
+        tokenizer = None
+
+        def get_batch(self, split, batch_size, block_size, rng):
+            t = rng.integers(0, vocab_size, size=(batch_size, block_size + 1), dtype=np.int64)
+            return t[:, :-1].copy(), t[:, 1:].copy()
+
+    skip = {name: _do_nothing for name in kernels.names() if name not in spec["kernels"]}
+    trainer = Trainer(model, Tokens(), batch_size=1, lr=1e-3)
+    with kernels.use(**skip):
+        trainer.step()
+

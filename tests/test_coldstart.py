@@ -1,0 +1,76 @@
+"""The first run's compiling, split over two processes (explorer/coldstart.py)."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from explorer import GPT, GPTConfig, Trainer, coldstart, kernels
+from explorer.bench import RandomTokens
+
+CONFIG = dict(n_layer=2, n_head=2, n_embd=16, vocab_size=23, block_size=8)
+
+SCRIPT = """
+import json, sys, numpy as np
+import explorer
+from explorer import GPT, GPTConfig, Trainer, coldstart
+from explorer.bench import RandomTokens
+from explorer.kernels import adamw, attention
+cfg = json.loads(sys.argv[1])
+trainer = Trainer(GPT(GPTConfig(**cfg), seed=0), RandomTokens(cfg["vocab_size"], 8), batch_size=2,
+                  lr=1e-2, seed=0)
+trainer.threads = 1
+losses = [trainer.step()["loss"] for _ in range(2)]
+np.save(sys.argv[2], trainer.model.flat_params)
+helper = coldstart._helper_process
+print(json.dumps({"losses": losses, "helper": None if helper is None else helper.wait(),
+                  "attention_backward_hits": sum(attention.attention_backward.stats.cache_hits.values()),
+                  "attention_backward_misses": sum(attention.attention_backward.stats.cache_misses.values())}))
+"""
+
+
+def _two_steps_here():
+    trainer = Trainer(GPT(GPTConfig(**CONFIG), seed=0), RandomTokens(CONFIG["vocab_size"], 8),
+                      batch_size=2, lr=1e-2, seed=0)
+    trainer.threads = 1
+    losses = [trainer.step()["loss"] for _ in range(2)]
+    return losses, trainer.model.flat_params.copy()
+
+
+def test_first_step_with_an_empty_cache_compiles_in_a_helper_and_changes_nothing(tmp_path):
+    cache = tmp_path / "numba-cache"
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache))
+    env.pop("EXPLORER_PARALLEL_COMPILE", None)
+    run = subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(CONFIG), str(tmp_path / "p.npy")],
+                         env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["helper"] == 0, "the helper process did not start, or failed"
+    # the helper wrote its kernels to the cache, and this process loaded them from there
+    written = {p.name.split("-")[0] for p in cache.rglob("*.nbi")}
+    assert {"attention.attention_backward", "adamw.adamw_update", "clip.grad_norm"} <= written
+    assert result["attention_backward_hits"] >= 1 and result["attention_backward_misses"] == 0
+    # same numbers as a process that compiled everything itself (this one, warm cache)
+    losses, params = _two_steps_here()
+    np.testing.assert_allclose(result["losses"], losses, rtol=1e-6)
+    np.testing.assert_allclose(np.load(tmp_path / "p.npy"), params, rtol=1e-5, atol=1e-7)
+
+
+def test_a_warm_process_starts_no_helper():
+    _two_steps_here()                       # attention_backward is compiled in this process now
+    assert not coldstart.cache_is_cold()
+
+
+def test_get_waits_once_for_a_pending_shipped_kernel():
+    waits = []
+    try:
+        kernels.wait_before_use(["gelu_forward"], lambda: waits.append(1))
+        with kernels.use(gelu_forward=lambda *a: None):
+            kernels.get("gelu_forward")     # a student's kernel: nothing to wait for
+        assert waits == []
+        assert kernels.get("gelu_forward") is kernels.shipped("gelu_forward")
+        kernels.get("gelu_forward")
+        assert waits == [1]
+    finally:
+        kernels._pending.clear()
