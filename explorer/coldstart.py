@@ -28,12 +28,21 @@ import subprocess
 import sys
 import threading
 
+import numpy as np
+
+from . import kernels
+from ._runtime import compute_lock
+from .config import GPTConfig
+
 #: Compiled by the helper: the backward pass (but its first kernel) and the optimizer, about
 #: half of all the compiling; this process compiles the forward pass meanwhile.
 HELPER_KERNELS = ("matmul_backward", "attention_backward", "gelu_backward", "layernorm_backward",
                   "encoder_backward", "grad_norm", "adamw_update")
 WAIT_S = 300.0
-HELPER_COMMAND = "import sys, json; from explorer.coldstart import helper; helper(json.loads(sys.argv[1]))"
+#: The helper's program: it puts the model and trainer together itself, so that this module
+#: stays below them (the model calls start(); nothing here imports the model).
+HELPER_COMMAND = ("import sys, json; from explorer.model import GPT; from explorer.trainer import Trainer; "
+                  "from explorer.coldstart import helper; helper(GPT, Trainer, json.loads(sys.argv[1]))")
 
 _started = False
 _helper_process = None          # the helper's Popen, once started (for tests)
@@ -71,9 +80,10 @@ def cache_is_cold():
     return os.access(folder, os.W_OK)           # without a cache the helper's work is lost
 
 
-def start(config):
+def start(model_class, config):
     """On the first call in this process, with a cold cache: launch the helper (see the
-    module's docstring) for a model like `config`. Returns True if a helper was started."""
+    module's docstring) for a model_class(config) and compile the rest here. Returns True
+    if a helper was started."""
     global _started
     with _lock:
         if _started:
@@ -81,7 +91,6 @@ def start(config):
         _started = True
         if not enabled() or not cache_is_cold():
             return False
-        from . import kernels
 
         # Numba compiles for argument types, not sizes: a model this small compiles the same
         # kernels as `config` (float32 arrays of the same shapes' ranks), at a fraction of the memory
@@ -96,9 +105,9 @@ def start(config):
             del env["NUMBA_CACHE_DIR"]
         global _helper_process
         try:
-            helper = _helper_process = subprocess.Popen([sys.executable, "-c", HELPER_COMMAND, json.dumps(spec)],
-                                      env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                      stderr=subprocess.DEVNULL)
+            helper = _helper_process = subprocess.Popen(
+                [sys.executable, "-c", HELPER_COMMAND, json.dumps(spec)], env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         except OSError:
             return False
 
@@ -111,7 +120,7 @@ def start(config):
 
         kernels.wait_before_use(HELPER_KERNELS, wait)
         try:
-            _compile_the_rest(spec)
+            _compile_the_rest(model_class, spec)
         except Exception:       # only a head start: the real step compiles what is missing
             pass
         return True
@@ -121,40 +130,27 @@ def _do_nothing(*args):
     pass
 
 
-def _small_model(spec):
-    from .config import GPTConfig
-    from .model import GPT
-
-    return GPT(GPTConfig(spec["n_layer"], spec["n_head"], spec["n_embd"], spec["vocab_size"],
-                         spec["block_size"]))
+def _small_model(model_class, spec):
+    return model_class(GPTConfig(spec["n_layer"], spec["n_head"], spec["n_embd"], spec["vocab_size"],
+                                 spec["block_size"]))
 
 
-def _compile_the_rest(spec):
+def _compile_the_rest(model_class, spec):
     """In this process, meanwhile: a forward and backward pass of a small model with the
     helper's kernels doing nothing, so that every other kernel of the model compiles now,
     whatever order the real step asks for them in. (The registry is swapped for the
     duration, under the compute lock that every model and trainer holds while computing.)"""
-    import numpy as np
-
-    from . import kernels
-    from ._runtime import compute_lock
-
-    model = _small_model(spec)
+    model = _small_model(model_class, spec)
     idx = np.zeros((1, spec["block_size"]), np.int64)
     with compute_lock, kernels.use(**{name: _do_nothing for name in HELPER_KERNELS}):
         model.forward(idx, idx)
         model.backward()
 
 
-def helper(spec):
+def helper(model_class, trainer_class, spec):
     """Run in the helper process: one training step of a small model, with only
     spec["kernels"] real (the rest do nothing), so that exactly those get compiled."""
-    import numpy as np
-
-    from . import kernels
-    from .trainer import Trainer
-
-    model = _small_model(spec)
+    model = _small_model(model_class, spec)
     vocab_size = spec["vocab_size"]
 
     class Tokens:
@@ -165,7 +161,7 @@ def helper(spec):
             return t[:, :-1].copy(), t[:, 1:].copy()
 
     skip = {name: _do_nothing for name in kernels.names() if name not in spec["kernels"]}
-    trainer = Trainer(model, Tokens(), batch_size=1, lr=1e-3)
+    trainer = trainer_class(model, Tokens(), batch_size=1, lr=1e-3)
     with kernels.use(**skip):
         trainer.step()
 

@@ -155,7 +155,7 @@ class GPT:
                 raise ValueError(f"targets shape {targets.shape} must equal idx shape {idx.shape}")
             if not (targets >= 0).any():
                 raise ValueError("targets are all -1: there is no position to compute a loss on")
-        coldstart.start(self.config)        # first call in a fresh install: compile in parallel
+        coldstart.start(type(self), self.config)        # first call in a fresh install: compile in parallel
         with compute_lock:
             return self._forward(idx, targets)
 
