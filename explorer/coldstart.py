@@ -28,11 +28,13 @@ import subprocess
 import sys
 import threading
 
+import numba
 import numpy as np
 
 from . import kernels
 from ._runtime import compute_lock
 from .config import GPTConfig
+from .kernels import attention
 
 #: Compiled by the helper: the backward pass (but its first kernel) and the optimizer, about
 #: half of all the compiling; this process compiles the forward pass meanwhile.
@@ -51,8 +53,6 @@ _lock = threading.RLock()      # re-entrant: the small model's forward calls sta
 
 def enabled():
     """False when turned off, when Numba does not compile (NUMBA_DISABLE_JIT), or with one core."""
-    import numba
-
     if os.environ.get("EXPLORER_PARALLEL_COMPILE", "1") == "0" or numba.config.DISABLE_JIT:
         return False
     return (os.cpu_count() or 1) >= 2
@@ -61,8 +61,6 @@ def enabled():
 def cache_is_cold():
     """True when the heaviest helper kernel has never been compiled into a writable cache
     (then neither has the rest, in all likelihood)."""
-    from .kernels import attention
-
     dispatcher = attention.attention_backward
     if dispatcher.overloads:                    # compiled in this process already
         return False
@@ -84,7 +82,9 @@ def start(model_class, config):
     """On the first call in this process, with a cold cache: launch the helper (see the
     module's docstring) for a model_class(config) and compile the rest here. Returns True
     if a helper was started."""
-    global _started
+    global _started, _helper_process
+    if _started:                    # every later forward: no lock, nothing to do
+        return False
     with _lock:
         if _started:
             return False
@@ -98,12 +98,8 @@ def start(model_class, config):
                 "vocab_size": min(config.vocab_size, 32), "block_size": min(config.block_size, 8),
                 "kernels": list(HELPER_KERNELS)}
         env = dict(os.environ, EXPLORER_PARALLEL_COMPILE="0")
-        import numba
-
-        env.setdefault("NUMBA_CACHE_DIR", numba.config.CACHE_DIR or "")
-        if not env["NUMBA_CACHE_DIR"]:
-            del env["NUMBA_CACHE_DIR"]
-        global _helper_process
+        if numba.config.CACHE_DIR:      # the helper must fill the cache this process reads
+            env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
         try:
             helper = _helper_process = subprocess.Popen(
                 [sys.executable, "-c", HELPER_COMMAND, json.dumps(spec)], env=env,

@@ -110,8 +110,8 @@ def attention_backward_blas(dqkv, dpreatt, datt, dout, qkv, att, n_head):
 # ----------------------------------------------------------------------------- fused (default)
 # One (batch, head) per thread. Its q, k, v are copied into contiguous (T, hs) arrays, and the
 # work is three small causal matrix products written so that the compiler vectorises their
-# inner loops (each handles four rows of the triangle per pass, so every value loaded is
-# used four times), plus the softmax between them. The masked half is skipped.
+# inner loops (each takes several rows of the triangle per pass, so that every value loaded
+# is used more than once), plus the softmax between them. The masked half is skipped.
 @kernel
 def causal_dots(s, a, b):
     """s[t, t2] = a[t] . b[t2] for t2 <= t. a, b: (T, n); s: (T, T), above the diagonal untouched.
