@@ -61,7 +61,7 @@ def enabled():
 def cache_is_cold():
     """True when the heaviest helper kernel has never been compiled into a writable cache
     (then neither has the rest, in all likelihood)."""
-    dispatcher = attention.attention_backward
+    dispatcher = attention.head_backward
     if dispatcher.overloads:                    # compiled in this process already
         return False
     try:

@@ -25,8 +25,8 @@ losses = [trainer.step()["loss"] for _ in range(2)]
 np.save(sys.argv[2], trainer.model.flat_params)
 helper = coldstart._helper_process
 print(json.dumps({"losses": losses, "helper": None if helper is None else helper.wait(),
-                  "attention_backward_hits": sum(attention.attention_backward.stats.cache_hits.values()),
-                  "attention_backward_misses": sum(attention.attention_backward.stats.cache_misses.values())}))
+                  "head_backward_hits": sum(attention.head_backward.stats.cache_hits.values()),
+                  "head_backward_misses": sum(attention.head_backward.stats.cache_misses.values())}))
 """
 
 
@@ -49,8 +49,8 @@ def test_first_step_with_an_empty_cache_compiles_in_a_helper_and_changes_nothing
     assert result["helper"] == 0, "the helper process did not start, or failed"
     # the helper wrote its kernels to the cache, and this process loaded them from there
     written = {p.name.split("-")[0] for p in cache.rglob("*.nbi")}
-    assert {"attention.attention_backward", "adamw.adamw_update", "clip.grad_norm"} <= written
-    assert result["attention_backward_hits"] >= 1 and result["attention_backward_misses"] == 0
+    assert {"attention.head_backward", "adamw.adamw_update", "clip.grad_norm"} <= written
+    assert result["head_backward_hits"] >= 1 and result["head_backward_misses"] == 0
     # same numbers as a process that compiled everything itself (this one, warm cache)
     losses, params = _two_steps_here()
     np.testing.assert_allclose(result["losses"], losses, rtol=1e-6)
@@ -58,7 +58,7 @@ def test_first_step_with_an_empty_cache_compiles_in_a_helper_and_changes_nothing
 
 
 def test_a_warm_process_starts_no_helper():
-    _two_steps_here()                       # attention_backward is compiled in this process now
+    _two_steps_here()                       # head_backward (attention_backward's) is compiled here now
     assert not coldstart.cache_is_cold()
 
 

@@ -1,10 +1,15 @@
 """explorer.threads: the thread count follows measured step times; using_threads really
-limits Numba and BLAS and restores them; the trainer and its background runner use it."""
+limits Numba and BLAS and restores them; the trainer and its background runner use it;
+the kernels' own thread driver (for_each) runs every piece once and passes errors on."""
+import threading
+import time
+
 import numba
 import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+from explorer.kernels._threads import for_each
 from explorer.presets import get_preset
 from explorer.runner import BackgroundTrainer
 from explorer.threads import ThreadTuner, max_threads, using_threads
@@ -107,3 +112,38 @@ def test_background_runner_picks_threads_by_timing_unless_they_were_set():
     fixed.threads = 1
     with BackgroundTrainer(fixed):
         assert fixed.threads == 1 and fixed.thread_tuner is None
+
+
+def test_for_each_calls_every_piece_once_on_the_threads_it_is_given():
+    def run(count):
+        calls, names = [], set()
+
+        def piece(i):
+            time.sleep(0.005)           # long enough that a second thread gets pieces too
+            calls.append(i)
+            names.add(threading.current_thread().name)
+        for_each(count, piece)
+        return sorted(calls), names
+
+    calls, names = run(12)
+    assert calls == list(range(12))
+    assert len(names) == min(max_threads(), 12)
+    with using_threads(1):
+        calls, names = run(5)
+    assert calls == list(range(5)) and names == {threading.current_thread().name}
+    assert run(0) == ([], set())
+
+
+def test_for_each_raises_the_first_error_after_the_other_threads_stop():
+    running, ended = [], []
+
+    def piece(i):
+        running.append(i)
+        if i == 3:
+            raise ValueError("piece 3 is bad")
+        time.sleep(0.005)
+        ended.append(i)
+    with pytest.raises(ValueError, match="piece 3 is bad"):
+        for_each(50, piece)
+    # nothing still runs once it has raised, and the pieces after the error were skipped
+    assert len(ended) == len(running) - 1 and len(running) < 50

@@ -12,10 +12,11 @@ import numba
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
-def kernel(fn=None, *, parallel=False):
+def kernel(fn=None, *, parallel=False, nogil=False):
     """Compile `fn` with the package's settings: cached on disk, float-friendly."""
     def compile_(f):
-        return numba.njit(cache=True, fastmath=FASTMATH, parallel=parallel, error_model="numpy")(f)
+        return numba.njit(cache=True, fastmath=FASTMATH, parallel=parallel, nogil=nogil,
+                          error_model="numpy")(f)
 
     return compile_(fn) if fn is not None else compile_
 

@@ -30,6 +30,7 @@ from numba import prange
 
 from ._math import exp32
 from ._compile import kernel
+from ._threads import for_each
 
 
 def _heads(qkv, n_head):
@@ -223,7 +224,7 @@ def store_head(dst, src, offset):
             row[i] = src[t, i]
 
 
-@kernel
+@kernel(nogil=True)
 def head_forward(out, s, a, qkv, h, n_head):
     """One (batch, head) of attention_forward: out (T, C), s and a (T, T) its preatt and att,
     qkv (T, 3C); writes head h's channels of out."""
@@ -257,7 +258,7 @@ def head_forward(out, s, a, qkv, h, n_head):
     store_head(out, o, h * hs)
 
 
-@kernel
+@kernel(nogil=True)
 def head_backward(dqkv, ds, da, dout, qkv, a, h, n_head):
     """One (batch, head) of attention_backward: dqkv (T, 3C), ds and da (T, T) its dpreatt and
     datt, dout (T, C), qkv (T, 3C), a (T, T) its att; writes head h's channels of dqkv."""
@@ -294,21 +295,22 @@ def head_backward(dqkv, ds, da, dout, qkv, a, h, n_head):
     store_head(dqkv, g, C + h * hs)
 
 
-# The parallel loops only hand out (batch, head) pairs to threads; each head's work is the
-# ordinary function above, which can be called (and tested, or stepped through) on its own.
-@kernel(parallel=True)
+# Threads take (batch, head) pairs one at a time (see _threads.py for why not prange); each
+# head's work is the ordinary function above, which can be called (and tested, or stepped
+# through) on its own.
 def attention_forward(out, preatt, att, qkv, n_head):
-    for bh in prange(out.shape[0] * n_head):
+    def one_head(bh):
         b, h = bh // n_head, bh % n_head
         head_forward(out[b], preatt[b, h], att[b, h], qkv[b], h, n_head)
+    for_each(out.shape[0] * n_head, one_head)
 
 
-@kernel(parallel=True)
 def attention_backward(dqkv, dpreatt, datt, dout, qkv, att, n_head):
     """Writes dqkv (B, T, 3C), datt and dpreatt (B, NH, T, T)."""
-    for bh in prange(dout.shape[0] * n_head):
+    def one_head(bh):
         b, h = bh // n_head, bh % n_head
         head_backward(dqkv[b], dpreatt[b, h], datt[b, h], dout[b], qkv[b], att[b, h], h, n_head)
+    for_each(dout.shape[0] * n_head, one_head)
 
 
 @kernel(parallel=True)
