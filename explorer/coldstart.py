@@ -3,8 +3,7 @@
 Numba compiles a kernel the first time it is called and keeps the machine code in a disk
 cache (the `__pycache__` folder beside the kernels), so this happens once per install. But
 that once is slow: a process compiles one function at a time (Numba holds a lock while it
-compiles), and a training step needs about 30 s of compiling on a 2-core laptop, half of it
-for attention. With an empty cache, the model's first forward calls `start()`, which
+compiles), and a training step needs about 21 s of compiling on a 2-core laptop. With an empty cache, the model's first forward calls `start()`, which
 
 1. launches a helper process (`helper()` below, in a new Python) that builds a small model
    of the same kind and runs one training step on it with every kernel except
@@ -19,8 +18,8 @@ Nothing changes in the numbers: the helper only fills the cache with the same co
 process would have compiled. If the helper fails or is slow, nothing breaks: the wait ends
 when the helper does (or after `WAIT_S`), and this process compiles whatever is missing.
 Set the environment variable EXPLORER_PARALLEL_COMPILE=0 to turn it off. Measured (tiny
-preset, 2-core AMD EPYC, cold cache): import + first step 31 s without the helper, 21-24 s
-with it; the two processes slow each other down (~1.4x each) on 2 cores, so more cores gain more.
+preset, 2-core AMD EPYC, cold cache): import + first step 21 s without the helper, 12-16 s
+with it; the two processes slow each other down on 2 cores, so more cores gain more.
 """
 import json
 import os
