@@ -1,6 +1,7 @@
 """explorer.threads: the thread count follows measured step times; using_threads really
 limits Numba and BLAS and restores them; the trainer and its background runner use it;
 the kernels' own thread driver (for_each) runs every piece once and passes errors on."""
+import os
 import threading
 import time
 
@@ -147,3 +148,27 @@ def test_for_each_raises_the_first_error_after_the_other_threads_stop():
         for_each(50, piece)
     # nothing still runs once it has raised, and the pieces after the error were skipped
     assert len(ended) == len(running) - 1 and len(running) < 50
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork exists only on POSIX")
+def test_for_each_works_in_a_forked_child():
+    for_each(4, lambda i: None)             # the parent's helper threads exist now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:                            # child: the parent's threads are gone here
+        try:
+            calls, names = [], set()
+
+            def piece(i):
+                time.sleep(0.005)
+                calls.append(i)
+                names.add(threading.current_thread().name)
+            for_each(8, piece)
+            ok = sorted(calls) == list(range(8)) and len(names) == min(max_threads(), 8)
+            os.write(write, b"ok" if ok else b"bad")
+        finally:
+            os._exit(0)
+    os.close(write)
+    answer = os.read(read, 16)
+    os.waitpid(pid, 0)
+    assert answer == b"ok"

@@ -11,6 +11,7 @@ at the same time; the Python between calls is a few microseconds per piece.
 Pieces are handed out one at a time, so a thread that another program slows down simply
 takes fewer of them.
 """
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +19,16 @@ import numba
 
 _pool = None
 _pool_lock = threading.Lock()
+
+
+def _forget_pool():
+    """In a child made by fork: the parent's threads do not exist here; start new ones."""
+    global _pool, _pool_lock
+    _pool, _pool_lock = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def _workers():
