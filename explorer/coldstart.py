@@ -3,7 +3,8 @@
 Numba compiles a kernel the first time it is called and keeps the machine code in a disk
 cache (the `__pycache__` folder beside the kernels), so this happens once per install. But
 that once is slow: a process compiles one function at a time (Numba holds a lock while it
-compiles), and a training step needs about 21 s of compiling on a 2-core laptop. With an empty cache, the model's first forward calls `start()`, which
+compiles), and a training step needs about 21 s of compiling on a 2-core laptop. With an
+empty cache, the model's first forward calls `start()`, which
 
 1. launches a helper process (`helper()` below, in a new Python) that builds a small model
    of the same kind and runs one training step on it with every kernel except

@@ -13,7 +13,8 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 
 def kernel(fn=None, *, parallel=False, nogil=False):
-    """Compile `fn` with the package's settings: cached on disk, float-friendly."""
+    """Compile `fn` with the package's settings: cached on disk, float-friendly.
+    nogil=True lets other Python threads run while it computes (see _threads.py)."""
     def compile_(f):
         return numba.njit(cache=True, fastmath=FASTMATH, parallel=parallel, nogil=nogil,
                           error_model="numpy")(f)

@@ -11,11 +11,11 @@ and for the attention views (att is 0 above the diagonal; preatt there is unused
 
 Three versions, side by side as in llm.c's dev/cuda (select with kernels.use or
 kernels.register("attention_forward", "blas")):
-- `attention_forward` / `attention_backward` (default, "fused"): one thread per (batch,
-  head) (threads take the pairs in turn, see `_threads.py`) does everything for it, on
-  private copies of its q, k, v, with three small causal
-  matrix products (`causal_dots`, `causal_weighted_sum` and its transpose) whose inner
-  loops run over contiguous memory and vectorise; the masked half is skipped.
+- `attention_forward` / `attention_backward` (default, "fused"): threads take the (batch,
+  head) pairs one at a time (`_threads.py`), and one thread does everything for a pair, on
+  private copies of its q, k, v, with three small causal matrix products (`causal_dots`,
+  `causal_weighted_sum` and its transpose) whose inner loops run over contiguous memory and
+  vectorise; the masked half is skipped.
 - `attention_forward_blas` / `attention_backward_blas`: the four matrix products go to
   BLAS through NumPy, masked half included; only the softmax is our own loop. As fast on
   an idle machine, but it makes thousands of small multi-threaded BLAS calls per step,
