@@ -1,5 +1,6 @@
 """The benchmark harness runs end to end and reports sane numbers (no timing assertions:
 a test machine's speed proves nothing; `explorer bench` is where speed is measured)."""
+import dataclasses
 import importlib.util
 import json
 import math
@@ -114,9 +115,7 @@ def test_startup_measurement_with_the_current_cache():
 
 
 def test_profiler_attributes_every_kernel_call_to_an_op(monkeypatch):
-    spec = importlib.util.spec_from_file_location("profile_step", ROOT / "benchmarks" / "profile_step.py")
-    profile_step = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(profile_step)
+    profile_step = _load_benchmark("profile_step")
     monkeypatch.setitem(bench.CONFIGS, "micro", MICRO)
     result = profile_step.profile("micro", steps=1, warmup=1)
     ops = {(o["op"], o["kernel"]): o for o in result["ops"]}
@@ -134,3 +133,34 @@ def test_profiler_attributes_every_kernel_call_to_an_op(monkeypatch):
     rec = type("R", (), {"kernel": "matmul_forward", "outputs": {},
                          "inputs": {"inp": np.zeros((2, 3, 4)), "weight": np.zeros((5, 4))}})
     assert profile_step.op_flops(rec) == 2 * 6 * 4 * 5
+
+
+def _load_benchmark(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gemm_ceiling_times_exactly_the_steps_matrix_products():
+    ceiling = _load_benchmark("gemm_ceiling")
+    for cfg in (MICRO, bench.get_config("tiny"), bench.get_config("124m")):
+        L, C, V, BT = cfg.n_layer, cfg.n_embd, cfg.vocab_size, cfg.batch_size * cfg.seq_len
+        work = sum(2 * m * k * n * count for _, m, k, n, _, count in ceiling.products(cfg))
+        # 6 flops per weight per token: the weight matrices of every layer and the tied LM head
+        assert work == 6 * BT * (L * 12 * C * C + V * C)
+    # each layout computes left @ right, with the operand transposed as the kernels pass it
+    rng = np.random.default_rng(0)
+    libs = ["numpy"] + (["torch"] if HAS_TORCH else [])
+    for lib in libs:
+        for how, transposed in (("x@w.T", "right"), ("dy@w", None), ("dy.T@x", "left")):
+            call, left, right, out = ceiling.operands(lib, 5, 3, 4, how, rng)
+            call()
+            left, right, out = (np.asarray(x) for x in (left, right, out))
+            assert left.shape == (5, 3) and right.shape == (3, 4) and out.shape == (5, 4)
+            np.testing.assert_allclose(out, left @ right, rtol=1e-5, atol=1e-6)
+            for side, arr in (("left", left), ("right", right)):
+                assert arr.flags.c_contiguous == (side != transposed), (lib, how, side)
+    seconds = ceiling.worker("numpy", dataclasses.asdict(MICRO), repeats=2)
+    assert set(seconds) == {p[0] for p in ceiling.products(MICRO)}
+    assert all(s > 0 for s in seconds.values())

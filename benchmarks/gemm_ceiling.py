@@ -1,0 +1,148 @@
+"""How fast can a step be when its matrix products run at BLAS speed and everything else is free?
+
+    python benchmarks/gemm_ceiling.py --configs tiny,small,124m --rounds 3
+
+Every matrix product of one training step (forward, and both products of the backward pass,
+per layer and for the LM head) is timed on its own, with the same shapes and memory layouts
+explorer's matmul kernels pass to NumPy, and, for comparison, with PyTorch's matmul (its own
+BLAS, MKL on x86 wheels). Each library runs in its own process with its own thread settings;
+rounds alternate the two. The sum over one step's products is a floor for the step time of
+any implementation that uses that library for its products, and F / floor is the highest
+share of the GEMM peak a step could reach (F as in explorer/bench.py).
+
+The products here run with warm caches, one after another; inside a real step their inputs
+come from other kernels, so the floor is optimistic.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def products(cfg):
+    """(name, m, k, n, how, count per step) for one step's products; how says which operand
+    is transposed, as in explorer/kernels/matmul.py: 'x@w.T' (forward), 'dy@w' (input
+    gradient), 'dy.T@x' (weight gradient)."""
+    N, C, V = cfg.batch_size * cfg.seq_len, cfg.n_embd, cfg.vocab_size
+    linears = [("attn.qkv", C, 3 * C, cfg.n_layer), ("attn.proj", C, C, cfg.n_layer),
+               ("mlp.fc", C, 4 * C, cfg.n_layer), ("mlp.proj", 4 * C, C, cfg.n_layer),
+               ("lm_head", C, V, 1)]
+    out = []
+    for name, c_in, c_out, count in linears:
+        out.append((name + " forward", N, c_in, c_out, "x@w.T", count))
+        out.append((name + " d(input)", N, c_out, c_in, "dy@w", count))
+        out.append((name + " d(weight)", c_out, N, c_in, "dy.T@x", count))
+    return out
+
+
+def operands(lib, m, k, n, how, rng):
+    """(call, left, right, out): call() writes left @ right, an (m, k) @ (k, n) product whose
+    operands are laid out as `how` says, into out."""
+    import numpy as np
+
+    if how == "x@w.T":
+        a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((n, k), dtype=np.float32)
+    elif how == "dy@w":
+        a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    else:                                           # dy.T @ x: dy is (k, m), x is (k, n)
+        a, b = rng.standard_normal((k, m), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
+    out = np.empty((m, n), np.float32)
+    if lib == "torch":
+        import torch
+
+        a, b, out = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
+        left = a.t() if how == "dy.T@x" else a
+        right = b.t() if how == "x@w.T" else b
+        return (lambda: torch.matmul(left, right, out=out)), left, right, out
+    left = a.T if how == "dy.T@x" else a
+    right = b.T if how == "x@w.T" else b
+    return (lambda: np.matmul(left, right, out=out)), left, right, out
+
+
+def worker(lib, config, repeats):
+    """Median seconds of each product, in this process."""
+    import numpy as np
+
+    if lib == "numpy":
+        import explorer  # noqa: F401  (explorer's thread settings for OpenBLAS, as in a step)
+    else:
+        import torch
+
+        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+    from explorer.bench import BenchConfig
+
+    cfg = BenchConfig(**config)
+    rng = np.random.default_rng(0)
+    seconds = {}
+    for name, m, k, n, how, _ in products(cfg):
+        fn = operands(lib, m, k, n, how, rng)[0]
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        seconds[name] = statistics.median(times)
+    return seconds
+
+
+def _run(lib, config, repeats):
+    env = {k: v for k, v in os.environ.items() if not (lib == "torch" and k in
+                                                       ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "KMP_BLOCKTIME"))}
+    cmd = [sys.executable, __file__, "--worker", json.dumps({"lib": lib, "config": config, "repeats": repeats})]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if done.returncode != 0:
+        raise RuntimeError(f"{lib} worker failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def main(argv=None):
+    from explorer.bench import get_config, measure_gemm_peak, step_flops, torch_available
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", default="tiny,small,124m")
+    p.add_argument("--rounds", type=int, default=3, help="processes per library and config, alternating")
+    p.add_argument("--repeats", type=int, default=15, help="timed calls of each product per process")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        spec = json.loads(args.worker)
+        print(json.dumps(worker(spec["lib"], spec["config"], spec["repeats"])))
+        return 0
+    libs = ["numpy"] if args.no_torch or torch_available() else ["numpy", "torch"]
+    peak = measure_gemm_peak()["gflops"]
+    print(f"GEMM peak (NumPy, square sizes): {peak:.1f} GFLOP/s")
+    for name in args.configs.split(","):
+        cfg = get_config(name)
+        runs = {lib: [] for lib in libs}
+        for r in range(args.rounds):
+            for lib in (libs if r % 2 == 0 else libs[::-1]):
+                runs[lib].append(_run(lib, asdict(cfg), args.repeats))
+        flops = step_flops(cfg)
+        print(f"\n{name}: F = {flops / 1e9:.2f} GFLOP per step; products (medians over {args.rounds} processes)")
+        print(f"  {'product':<20} {'m':>6} {'k':>6} {'n':>6} {'x/step':>6} " + " ".join(f"{lib + ' GF/s':>11}" for lib in libs))
+        floor = {lib: 0.0 for lib in libs}
+        for pname, m, k, n, how, count in products(cfg):
+            rates = []
+            for lib in libs:
+                s = statistics.median(run[pname] for run in runs[lib])
+                floor[lib] += count * s
+                rates.append(f"{2 * m * k * n / s / 1e9:>11.1f}")
+            print(f"  {pname:<20} {m:>6} {k:>6} {n:>6} {count:>6} " + " ".join(rates))
+        for lib in libs:
+            print(f"  {lib}: all products of a step {floor[lib] * 1e3:.1f} ms; a step that took only that "
+                  f"would run at {flops / floor[lib] / 1e9:.1f} GFLOP/s = {100 * flops / floor[lib] / 1e9 / peak:.0f}% of peak")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
