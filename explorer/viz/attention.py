@@ -173,8 +173,8 @@ class AttentionExplorer:
         L, NH = self.n_layer, self.n_head
         self.layer = widgets.IntSlider(0, min=0, max=L - 1, description="layer")
         self.head = widgets.IntSlider(0, min=0, max=NH - 1, description="head")
-        self.step_slider = widgets.IntSlider(0, min=0, max=0, readout=False,
-                                             description="training step")
+        self.step_slider = widgets.IntSlider(0, min=0, max=0, readout=False, description="training step",
+                                             style={"description_width": "initial"})  # not cut to "traini..."
         self.step_label = widgets.Label()
         self.refresh_button = widgets.Button(description="Probe now")
         self.status = widgets.HTML()
