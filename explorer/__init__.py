@@ -4,14 +4,38 @@ from . import kernels
 from .config import GPTConfig
 from .model import GPT
 from .trainer import TrainConfig, Trainer
-from .checkpoint import Checkpoint, load, load_params, save
-from .hf import from_hf_state_dict, load_hf, save_hf, to_hf_state_dict
-from .llmc import load_llmc, save_llmc
-from .data import TextDataset, load_text, make_task, text_dataset
-from .tokenizers import (BPETokenizer, CharTokenizer, GPT2Tokenizer, get_tokenizer,
-                         tokenizer_from_dict, train_bpe)
-from .presets import PRESETS, get_preset
-from .lab import KernelLab, check_kernel
+
+# The rest loads on first use (PEP 562), so that `import explorer` + a first training step stays
+# quick: checkpoints, formats, data, tokenizers, presets and the kernel lab add ~0.2 s of imports.
+_LAZY = {
+    "checkpoint": ["Checkpoint", "load", "load_params", "save"],
+    "hf": ["from_hf_state_dict", "load_hf", "save_hf", "to_hf_state_dict"],
+    "llmc": ["load_llmc", "save_llmc"],
+    "data": ["TextDataset", "load_text", "make_task", "text_dataset"],
+    "tokenizers": ["BPETokenizer", "CharTokenizer", "GPT2Tokenizer", "get_tokenizer",
+                   "tokenizer_from_dict", "train_bpe"],
+    "presets": ["PRESETS", "get_preset"],
+    "lab": ["KernelLab", "check_kernel"],
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name):
+    """explorer.save, explorer.lab, ...: import the module that holds it on first use."""
+    import importlib
+
+    if name in _LAZY:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _HOME:
+        value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'explorer' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | set(_HOME))
+
 
 __all__ = ["GPT", "GPTConfig", "TrainConfig", "Trainer", "kernels",
            "save", "load", "Checkpoint", "load_params",
