@@ -1,7 +1,7 @@
 """The `explorer` command: train a preset, sample from a checkpoint, benchmark.
 
     explorer train --preset reverse-tiny --steps 300 --out runs/
-    explorer sample runs/reverse-tiny-.../checkpoint.safetensors --prompt "ROMEO:" --tokens 200
+    explorer sample runs/reverse-tiny-... --prompt "ROMEO:" --tokens 200    # or .../checkpoint.safetensors
     explorer bench --configs tiny,small
     explorer demo --preset repeat-tiny
 """
@@ -67,7 +67,8 @@ def build_parser():
     train.set_defaults(run=_train)
 
     sample = sub.add_parser("sample", help="generate text from a checkpoint")
-    sample.add_argument("checkpoint", help="a checkpoint.safetensors written by `explorer train`")
+    sample.add_argument("checkpoint", help="a run folder written by `explorer train`, or its "
+                                            "checkpoint.safetensors")
     sample.add_argument("--prompt", default="", help="text to continue")
     sample.add_argument("--tokens", type=int, default=200, help="how many tokens to generate")
     sample.add_argument("--temperature", type=float, default=0.8)

@@ -35,7 +35,10 @@ def sample_text(model, tokenizer, prompt="", tokens=200, temperature=0.8, top_k=
 
 
 def sample_checkpoint(path, prompt="", tokens=200, temperature=0.8, top_k=None, seed=None):
+    """path: a checkpoint.safetensors, or the run folder `explorer train` printed (holding one)."""
     from .tokenizers import tokenizer_from_dict
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "checkpoint.safetensors")):
+        path = os.path.join(path, "checkpoint.safetensors")
     ckpt = load(path)
     tokenizer = tokenizer_from_dict(ckpt.tokenizer) if ckpt.tokenizer else None
     return sample_text(ckpt.model, tokenizer, prompt, tokens, temperature, top_k, seed)

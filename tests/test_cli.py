@@ -33,6 +33,12 @@ def test_train_writes_a_run_folder_and_sample_reads_it(tmp_path, capsys):
                  "--tokens", "5", "--seed", "0"]) == 0
     text = capsys.readouterr().out.strip()
     assert text.startswith("1234") and len(text) == 9
+    # the run folder that train printed works too, and samples the same checkpoint
+    assert main(["sample", str(folder), "--prompt", "1234", "--tokens", "5", "--seed", "0"]) == 0
+    assert capsys.readouterr().out.strip() == text
+    # a folder without a checkpoint is still a clear error
+    assert main(["sample", str(tmp_path)]) == 2
+    assert "is a folder, expected a .safetensors file" in capsys.readouterr().err
 
 
 def test_unknown_preset_is_a_clear_error(tmp_path, capsys):
