@@ -15,9 +15,7 @@ come from other kernels, so the floor is optimistic.
 """
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -76,8 +74,10 @@ def worker(lib, config, repeats):
     else:
         import torch
 
-        torch.set_num_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
-    from explorer.bench import BenchConfig
+    from explorer.bench import BenchConfig, usable_cores
+
+    if lib == "torch":
+        torch.set_num_threads(usable_cores())
 
     cfg = BenchConfig(**config)
     rng = np.random.default_rng(0)
@@ -95,17 +95,15 @@ def worker(lib, config, repeats):
 
 
 def _run(lib, config, repeats):
-    env = {k: v for k, v in os.environ.items() if not (lib == "torch" and k in
-                                                       ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "KMP_BLOCKTIME"))}
+    """One worker process; PyTorch's runs without explorer's thread settings, as in the bench."""
+    from explorer.bench import _run_worker, _torch_env
+
     cmd = [sys.executable, __file__, "--worker", json.dumps({"lib": lib, "config": config, "repeats": repeats})]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
-    if done.returncode != 0:
-        raise RuntimeError(f"{lib} worker failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.splitlines()[-1])
+    return _run_worker(cmd, env=_torch_env() if lib == "torch" else None)
 
 
 def main(argv=None):
-    from explorer.bench import get_config, measure_gemm_peak, step_flops, torch_available
+    from explorer.bench import RESULT_MARK, get_config, measure_gemm_peak, step_flops, torch_available
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", default="tiny,small,124m")
@@ -116,7 +114,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
-        print(json.dumps(worker(spec["lib"], spec["config"], spec["repeats"])))
+        print(RESULT_MARK + json.dumps(worker(spec["lib"], spec["config"], spec["repeats"])))
         return 0
     libs = ["numpy"] if args.no_torch or torch_available() else ["numpy", "torch"]
     peak = measure_gemm_peak()["gflops"]

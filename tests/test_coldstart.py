@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from explorer import GPT, GPTConfig, Trainer, coldstart, kernels
 from explorer.bench import RandomTokens
@@ -91,9 +92,5 @@ def test_import_explorer_leaves_the_optional_modules_for_later():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "explorer.checkpoint", "explorer.lab.retrain", "explorer.lab", "True"]
     import explorer
-    try:
+    with pytest.raises(AttributeError, match="no_such_name"):
         explorer.no_such_name
-    except AttributeError as e:
-        assert "no_such_name" in str(e)
-    else:
-        raise AssertionError("explorer.no_such_name should raise AttributeError")
