@@ -45,19 +45,33 @@ class Checkpoint:
     trainer_meta: dict = field(default_factory=dict)      # the trainer's own metadata, or {}
     tokenizer: dict | None = None   # tokenizer.to_dict() at save time, if there was one
     metadata: dict = field(default_factory=dict)          # the whole decoded JSON header
+    path: str | None = None         # the file it was read from
 
     @property
     def config(self) -> GPTConfig:
         return self.model.config
 
     def restore(self, trainer):
-        """Copy the params into trainer.model and hand the optimizer state to the trainer."""
+        """Copy the params into trainer.model and hand the optimizer state to the trainer.
+        Everything is checked first: a bad file raises (naming it and what is wrong) and
+        leaves the trainer exactly as it was."""
+        source = f"checkpoint {self.path}" if self.path else "the checkpoint"
         if trainer.model.config != self.config:
-            raise ValueError(f"the checkpoint's model is {self.config}, but the trainer's is "
+            raise ValueError(f"{source} holds the model {self.config}, but the trainer's is "
                              f"{trainer.model.config}: build the trainer around ckpt.model instead")
+        if self.step is None or not self.optimizer_arrays:
+            raise ValueError(f"{source} holds a model only (saved from a GPT, not a trainer): it "
+                             f"has no optimizer state to resume. Train from its weights with "
+                             f"Trainer(ckpt.model, data, ...) instead")
+        params = self.model.params
+        for name, array in params.items():
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise ValueError(f"{source}: parameter {name!r} holds {bad} NaN or Inf values")
         with compute_lock:
-            load_params(trainer.model, self.model.params)
-            trainer.restore_state(self.optimizer_arrays, self.trainer_meta)
+            state = trainer.check_state(self.optimizer_arrays, self.trainer_meta, source)
+            load_params(trainer.model, params)
+            trainer.put_state(state)
 
 
 # --------------------------------------------------------------------------- saving
@@ -212,7 +226,7 @@ def load(path) -> Checkpoint:
         raise ValueError(f"checkpoint {path} does not match its own config: {err}") from err
     return Checkpoint(model=model, step=header.get("step"), optimizer_arrays=optimizer,
                       trainer_meta=header.get("trainer") or {}, tokenizer=header.get("tokenizer"),
-                      metadata=header)
+                      metadata=header, path=os.fspath(path))
 
 
 def _parse_header(metadata, path):

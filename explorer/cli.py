@@ -9,19 +9,64 @@ import argparse
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line, `explorer train: error: ...`, and exit status 2
+    (argparse's usage block buries the message; `--help` still shows it)."""
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def _threads(text):
     if text in ("auto", "all"):
         return None if text == "all" else "auto"
     try:
-        return int(text)
+        return _at_least(1)(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f'expected a number >= 1, "all" or "auto", '
+                                         f'got {text!r}') from None
+
+
+def _at_least(minimum):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _non_negative_float(text):
+    try:
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f'expected a number, "all" or "auto", got {text!r}') from None
+        value = None
+    if value is None or not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
 
 
 def _train(args):
-    from .runs import train_preset
-    train_preset(args.preset, steps=args.steps, out=args.out, seed=args.seed,
-                 sample_every=args.sample_every, progress=not args.quiet, threads=args.threads)
+    from .runs import RunInterrupted, train_preset
+    if args.resume is not None:
+        given = [flag for flag, value in (("--preset", args.preset), ("--seed", args.seed),
+                                          ("--sample-every", args.sample_every),
+                                          ("--out", args.out)) if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} cannot be changed on --resume: the run "
+                             f"continues with the settings in {args.resume}/config.json")
+    try:
+        train_preset(args.preset or "reverse-tiny", steps=args.steps, out=args.out or "runs",
+                     seed=args.seed or 0, sample_every=args.sample_every, progress=not args.quiet,
+                     threads=args.threads, save_every=args.save_every, resume=args.resume)
+    except RunInterrupted as stop:
+        print(f"interrupted at step {stop.step}; resume with: explorer train --resume "
+              f"{stop.folder}", file=sys.stderr)
+        print(f"run folder: {stop.folder}")
+        return 130
     return 0
 
 
@@ -50,16 +95,24 @@ def _bench(argv):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="explorer", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="explorer", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = sub.add_parser("train", help="train a model from a preset; writes a run folder")
-    train.add_argument("--preset", default="reverse-tiny", help="preset name (see `explorer presets`)")
-    train.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
-    train.add_argument("--out", default="runs", help="folder in which the run folder is created")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--sample-every", type=int, default=None,
-                       help="print a generated sample every N steps (default: the preset's)")
+    train.add_argument("--preset", default=None,
+                       help="preset name (see `explorer presets`; default reverse-tiny)")
+    train.add_argument("--steps", type=_at_least(1), default=None,
+                       help="training steps (default: the preset's; with --resume: a new total)")
+    train.add_argument("--out", default=None,
+                       help="folder in which the run folder is created (default: runs)")
+    train.add_argument("--seed", type=_at_least(0), default=None, help="random seed (default 0)")
+    train.add_argument("--sample-every", type=_at_least(1), default=None,
+                       help="print a generated sample every N steps (default: a quarter of the run)")
+    train.add_argument("--save-every", type=_at_least(1), default=None,
+                       help="write the checkpoint every N steps (default: about once a minute); "
+                            "always at the end, and on Ctrl-C")
+    train.add_argument("--resume", default=None, metavar="RUN_FOLDER",
+                       help="continue a run from its checkpoint, exactly as if it had never stopped")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--threads", type=_threads, default="auto",
                        help='threads for the kernels: a number, "all", or "auto" (the default: '
@@ -70,10 +123,12 @@ def build_parser():
     sample.add_argument("checkpoint", help="a run folder written by `explorer train`, or its "
                                             "checkpoint.safetensors")
     sample.add_argument("--prompt", default="", help="text to continue")
-    sample.add_argument("--tokens", type=int, default=200, help="how many tokens to generate")
-    sample.add_argument("--temperature", type=float, default=0.8)
-    sample.add_argument("--top-k", type=int, default=None)
-    sample.add_argument("--seed", type=int, default=None)
+    sample.add_argument("--tokens", type=_at_least(1), default=200,
+                        help="how many tokens to generate")
+    sample.add_argument("--temperature", type=_non_negative_float, default=0.8,
+                        help="0 picks the likeliest token every time")
+    sample.add_argument("--top-k", type=_at_least(1), default=None)
+    sample.add_argument("--seed", type=_at_least(0), default=None)
     sample.set_defaults(run=_sample)
 
     presets = sub.add_parser("presets", help="list the training presets")
@@ -81,7 +136,7 @@ def build_parser():
 
     demo = sub.add_parser("demo", help="serve the instructor's live demo (Voila) in the browser")
     demo.add_argument("--preset", default="reverse-tiny", help="what the model learns (see `explorer presets`)")
-    demo.add_argument("--port", type=int, default=8866)
+    demo.add_argument("--port", type=_at_least(1), default=8866)
     demo.add_argument("--no-browser", action="store_true", help="don't open a browser window")
     demo.add_argument("--lab", action="store_true", help="open it in JupyterLab instead of Voila")
     demo.set_defaults(run=_demo)
@@ -98,9 +153,13 @@ def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"explorer {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, OSError, KeyError) as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"explorer {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"explorer {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class Preset:
     eval_interval: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    sample_prompt: str = "\n"   # what the run's text samples continue (text corpora)
     goal: str = ""              # what a run of `steps` steps reaches
     measured: str = ""          # what we measured, where
 
@@ -137,5 +138,5 @@ PRESETS = {p.name: p for p in [
 
 def get_preset(name):
     if name not in PRESETS:
-        raise KeyError(f"no preset named {name!r}; available: {', '.join(PRESETS)}")
+        raise ValueError(f"no preset named {name!r}; available: {', '.join(PRESETS)}")
     return PRESETS[name]

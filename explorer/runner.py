@@ -327,18 +327,7 @@ class BackgroundTrainer:
 
     def _reset_now(self, seed):
         trainer = self.trainer
-        with compute_lock:   # the main thread may be running the model
-            if seed is not None:
-                trainer.config.seed = int(seed)
-            seed = trainer.config.seed
-            trainer.model.init_weights(seed)
-            trainer.model.flat_grads[...] = 0.0
-            trainer.m[...] = 0.0
-            trainer.v[...] = 0.0
-            trainer.step_count = 0
-            trainer.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
-            trainer.history.clear()
-            trainer.eval_history.clear()
+        seed = trainer.reset(seed)
         self.error = self.error_traceback = None
         self._emit("reset", {"seed": seed, "step": 0})
         return None

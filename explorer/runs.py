@@ -14,6 +14,7 @@ from dataclasses import asdict
 import numpy as np
 
 from .checkpoint import atomic_write, load, save
+from .trainer import interrupts_deferred
 
 
 def _encode_prompt(tokenizer, prompt, vocab_size):
@@ -34,17 +35,35 @@ def sample_text(model, tokenizer, prompt="", tokens=200, temperature=0.8, top_k=
     return tokenizer.decode(out[0, start:].tolist())
 
 
+CHECKPOINT = "checkpoint.safetensors"
+SAVE_SECONDS = 60.0      # without --save-every, a checkpoint about once a minute
+
+
 def sample_checkpoint(path, prompt="", tokens=200, temperature=0.8, top_k=None, seed=None):
     """path: a checkpoint.safetensors, or the run folder `explorer train` printed (holding one)."""
     from .tokenizers import tokenizer_from_dict
-    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "checkpoint.safetensors")):
-        path = os.path.join(path, "checkpoint.safetensors")
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")) \
+            and not os.path.isfile(os.path.join(path, CHECKPOINT)):
+        raise FileNotFoundError(f"the run folder {path} has no checkpoint yet: a run writes "
+                                f"{CHECKPOINT} every --save-every steps (by default about every "
+                                f"{SAVE_SECONDS:.0f} s) and when it ends")
+    if os.path.isdir(path) and os.path.isfile(os.path.join(path, CHECKPOINT)):
+        path = os.path.join(path, CHECKPOINT)
     ckpt = load(path)
     tokenizer = tokenizer_from_dict(ckpt.tokenizer) if ckpt.tokenizer else None
     return sample_text(ckpt.model, tokenizer, prompt, tokens, temperature, top_k, seed)
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped train_preset between two steps; the run was saved and can resume."""
+    def __init__(self, folder, step):
+        super().__init__(f"interrupted at step {step}")
+        self.folder, self.step = folder, step
+
+
 def _run_folder(out, name):
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out} is a file; expected a folder to create the run folder in")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     folder = os.path.join(out, f"{name}-{stamp}")
     suffix = 1
@@ -62,32 +81,96 @@ def _write_json(path, obj):
     atomic_write(path, write)
 
 
-def train_preset(name, steps=None, out="runs", seed=0, sample_every=None, progress=True, threads="auto"):
+class _AppendLog:
+    """A line-per-record log. Each record is one write() of a whole line to a file opened
+    for appending, so a killed process leaves whole lines behind, never half of one."""
+    def __init__(self, path):
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def write(self, text):
+        os.write(self.fd, text.encode("utf-8"))
+
+    def close(self):
+        os.close(self.fd)
+
+
+def _keep_until(folder, step):
+    """Cut metrics.jsonl and samples.txt back to what a run had logged when it reached
+    `step` (a resumed run logs the later steps again, as they were)."""
+    metrics = os.path.join(folder, "metrics.jsonl")
+    if os.path.exists(metrics):
+        with open(metrics, encoding="utf-8") as f:
+            rows = [line for line in f if line.endswith("\n") and _row_step(line) <= step]
+        atomic_write(metrics, lambda tmp: open(tmp, "w", encoding="utf-8").writelines(rows))
+    samples = os.path.join(folder, "samples.txt")
+    if os.path.exists(samples):
+        with open(samples, encoding="utf-8") as f:
+            text = f.read()
+        kept = []
+        for section in text.split("--- step ")[1:]:
+            if int(section.split("\n", 1)[0]) <= step and section.endswith("\n"):
+                kept.append("--- step " + section)
+        atomic_write(samples, lambda tmp: open(tmp, "w", encoding="utf-8").write("".join(kept)))
+
+
+def _row_step(line):
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")     # not a whole record: drop it
+
+
+def train_preset(name=None, steps=None, out="runs", seed=0, sample_every=None, progress=True,
+                 threads="auto", save_every=None, resume=None):
     """Train preset `name` for `steps` steps; returns (trainer, run folder). threads: None
-    (all), a number, or "auto" (chosen by timing steps: explorer/threads.py)."""
+    (all), a number, or "auto" (chosen by timing steps: explorer/threads.py).
+
+    A checkpoint is written every `save_every` steps (None: about every SAVE_SECONDS), after
+    the step's evaluation, and at the end. resume: a run folder; the run continues from its
+    checkpoint with the preset, seed and settings it was started with (`steps` may give a
+    new total), and logs exactly what it would have logged had it never stopped."""
     from tqdm.auto import tqdm
 
     from .presets import get_preset
+    for flag, value in (("--steps", steps), ("--sample-every", sample_every),
+                        ("--save-every", save_every)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{flag} must be an integer >= 1, got {value!r}")
+    if resume is not None:
+        folder = os.fspath(resume)
+        settings = _read_run_settings(folder)
+        name, seed = settings["preset"], settings["seed"]
+        steps = steps if steps is not None else settings["steps"]
+        sample_every = settings["sample_every"]
+        save_every = save_every if save_every is not None else settings.get("save_every")
     preset = get_preset(name)
+    steps = steps if steps is not None else preset.steps
+    sample_every = sample_every if sample_every is not None else max(1, steps // 4)
     data, model, trainer = preset.build(seed=seed)
     trainer.threads = threads
-    steps = steps if steps is not None else preset.steps
-    if steps < 1:
-        raise ValueError(f"--steps must be at least 1, got {steps}")
-    sample_every = sample_every if sample_every is not None else max(1, steps // 4)
-    folder = _run_folder(out, name)
+    if resume is not None:
+        ckpt_path = os.path.join(folder, CHECKPOINT)
+        load(ckpt_path).restore(trainer)
+        if trainer.step_count >= steps:
+            raise ValueError(f"the run in {folder} has already taken {trainer.step_count} of its "
+                             f"{steps} steps; give a larger --steps to train it further")
+        _keep_until(folder, trainer.step_count)
+    else:
+        folder = _run_folder(out, name)
     _write_json(os.path.join(folder, "config.json"),
-                {"preset": name, "seed": seed, "steps": steps, "model": model.config.to_dict(),
+                {"preset": name, "seed": seed, "steps": steps, "sample_every": sample_every,
+                 "save_every": save_every, "model": model.config.to_dict(),
                  "train": asdict(trainer.config), "data": preset.data,
                  "description": data.describe()})
-    metrics_file = open(os.path.join(folder, "metrics.jsonl"), "a", encoding="utf-8")
-    samples_file = open(os.path.join(folder, "samples.txt"), "a", encoding="utf-8")
-    bar = tqdm(total=steps, disable=not progress, unit="step", dynamic_ncols=True)
+    metrics_file = _AppendLog(os.path.join(folder, "metrics.jsonl"))
+    samples_file = _AppendLog(os.path.join(folder, "samples.txt"))
+    bar = tqdm(total=steps, initial=trainer.step_count, disable=not progress, unit="step",
+               dynamic_ncols=True)
     tokenizer = getattr(data, "tokenizer", None)
+    ckpt_path = os.path.join(folder, CHECKPOINT)
 
     def log(row):
         metrics_file.write(json.dumps(row) + "\n")
-        metrics_file.flush()
 
     def on_step(m):
         log(m)
@@ -96,7 +179,6 @@ def train_preset(name, steps=None, out="runs", seed=0, sample_every=None, progre
         if m["step"] % sample_every == 0 or m["step"] == steps:
             text = _sample_for_log(trainer, preset, tokenizer)
             samples_file.write(f"--- step {m['step']}\n{text}\n")
-            samples_file.flush()
             if progress:
                 bar.write(f"[step {m['step']}] {text}")
 
@@ -108,17 +190,61 @@ def train_preset(name, steps=None, out="runs", seed=0, sample_every=None, progre
 
     trainer.on("step", on_step)
     trainer.on("eval", on_eval)
+    saved = {"step": trainer.step_count if resume is not None else None, "at": time.monotonic()}
+
+    def checkpoint():
+        save(trainer, ckpt_path, tokenizer=tokenizer)
+        saved.update(step=trainer.step_count, at=time.monotonic())
+
     try:
-        trainer.run(steps)
-        trainer.evaluate()
+        while trainer.step_count < steps:
+            # a step, its evaluation and its checkpoint as one: Ctrl-C waits for all three
+            with interrupts_deferred():
+                trainer.step()
+                every = trainer.config.eval_interval
+                if every and trainer.step_count % every == 0:
+                    trainer.evaluate()
+                if trainer.step_count < steps and (
+                        trainer.step_count % save_every == 0 if save_every
+                        else time.monotonic() - saved["at"] >= SAVE_SECONDS):
+                    checkpoint()
+        with interrupts_deferred():
+            trainer.evaluate()
+            checkpoint()        # at the last step: a resume finds the run complete
+    except KeyboardInterrupt:
+        # steps are atomic, so the trainer is at a whole step: keep it
+        bar.close()
+        if saved["step"] != trainer.step_count:
+            checkpoint()
+        raise RunInterrupted(folder, trainer.step_count) from None
     finally:
         bar.close()
         metrics_file.close()
         samples_file.close()
-        save(trainer, os.path.join(folder, "checkpoint.safetensors"), tokenizer=tokenizer)
     if progress:
         print(f"run folder: {folder}")
     return trainer, folder
+
+
+def _read_run_settings(folder):
+    config_path = os.path.join(folder, "config.json")
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"--resume {folder}: no such run folder")
+    if not os.path.isfile(config_path):
+        raise ValueError(f"--resume {folder}: not a run folder (it has no config.json); expected "
+                         f"a folder that `explorer train` created")
+    if not os.path.isfile(os.path.join(folder, CHECKPOINT)):
+        raise ValueError(f"--resume {folder}: the run has no checkpoint yet, so there is nothing "
+                         f"to resume; start it again with explorer train")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            settings = json.load(f)
+        settings = {k: settings[k] for k in ("preset", "seed", "steps", "sample_every")} | \
+            {"save_every": settings.get("save_every")}
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"--resume {folder}: its config.json is not one explorer train wrote "
+                         f"({err!r})") from None
+    return settings
 
 
 def _sample_for_log(trainer, preset, tokenizer):
@@ -127,7 +253,7 @@ def _sample_for_log(trainer, preset, tokenizer):
     rng = np.random.default_rng(trainer.step_count)   # not the trainer's: keep runs reproducible
     if getattr(data, "seq_len", None) and hasattr(data, "sample"):
         return task_example(trainer.model, data, rng)
-    prompt = preset.extra.get("sample_prompt", "\n")
+    prompt = preset.sample_prompt
     return sample_text(trainer.model, tokenizer, prompt, tokens=80, temperature=0.8,
                        seed=trainer.step_count).replace("\n", " | ")
 

@@ -10,6 +10,8 @@ optimizer state, the step counter and the data sampler are as they were before i
 """
 import contextlib
 import math
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -18,6 +20,7 @@ import numpy as np
 from . import kernels
 from ._runtime import compute_lock
 from .threads import ThreadTuner, max_threads, using_threads
+from .kernels.adamw import count_nonfinite
 from .kernels.clip import clip_scale
 
 EVENTS = ("step", "eval", "run_start", "run_end")
@@ -41,15 +44,44 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr}")
-        if self.warmup_steps < 0 or self.max_steps < 0:
-            raise ValueError(f"warmup_steps and max_steps must be >= 0, got "
-                             f"{self.warmup_steps} and {self.max_steps}")
-        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
-            raise ValueError(f"betas must lie in [0, 1), got ({self.beta1}, {self.beta2})")
+        _integer("batch_size", self.batch_size, 1)
+        _number("lr", self.lr, above=0)
+        _number("min_lr", self.min_lr, at_least=0)
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr={self.min_lr} is larger than lr={self.lr}: the cosine decay "
+                             f"would raise the rate; expected 0 <= min_lr <= lr")
+        _integer("warmup_steps", self.warmup_steps, 0)
+        _integer("max_steps", self.max_steps, 0)
+        _number("weight_decay", self.weight_decay, at_least=0)
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            _number(name, value, at_least=0)
+            if not value < 1:
+                raise ValueError(f"{name} must lie in [0, 1), got {value!r}")
+        _number("eps", self.eps, above=0)
+        if self.grad_clip is not None:
+            _number("grad_clip", self.grad_clip, at_least=0,
+                    allowed="a number >= 0 (0 or None turns clipping off)")
+        if self.seq_len is not None:
+            _integer("seq_len", self.seq_len, 1, allowed="an integer >= 1, or None for the "
+                     "data's own length or the model's block_size")
+        _integer("eval_interval", self.eval_interval, 0, allowed="an integer >= 0 (0: never)")
+        _integer("eval_batches", self.eval_batches, 1)
+        _integer("seed", self.seed, 0)
+
+
+def _integer(name, value, minimum, allowed=None):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be {allowed or f'an integer >= {minimum}'}, got {value!r}")
+
+
+def _number(name, value, *, above=None, at_least=None, allowed=None):
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value)
+    ok = ok and (above is None or value > above) and (at_least is None or value >= at_least)
+    if not ok:
+        bound = f"> {above}" if above is not None else f">= {at_least}"
+        raise ValueError(f"{name} must be {allowed or f'a finite number {bound}'}, got {value!r}")
 
 
 def learning_rate(step, cfg: TrainConfig):
@@ -71,12 +103,15 @@ class Trainer:
         if vocab is not None and vocab > model.config.vocab_size:
             raise ValueError(f"the data has {vocab} token ids but the model's vocab_size is "
                              f"{model.config.vocab_size}")
-        self.seq_len = self.config.seq_len or getattr(data, "seq_len", None) or model.config.block_size
+        self.seq_len = (self.config.seq_len if self.config.seq_len is not None
+                        else getattr(data, "seq_len", None) or model.config.block_size)
         if self.seq_len > model.config.block_size:
             raise ValueError(f"seq_len={self.seq_len} is longer than the model's block_size="
                              f"{model.config.block_size}")
-        self.m = np.zeros_like(model.flat_params)   # AdamW first moment
-        self.v = np.zeros_like(model.flat_params)   # AdamW second moment
+        # AdamW's moments. Read-only outside a step: only the optimizer writes them, so they
+        # stay finite and a step never needs to check them (see _update).
+        self.m = _read_only(np.zeros_like(model.flat_params))   # first moment
+        self.v = _read_only(np.zeros_like(model.flat_params))   # second moment
         self.step_count = 0
         self.rng = np.random.default_rng(self.config.seed)
         self.history = []        # metrics of every step taken
@@ -129,15 +164,20 @@ class Trainer:
 
     # ----------------------------------------------------------------- one step
     def step(self):
-        """One training step; returns its metrics. Atomic: on error nothing changes."""
-        with compute_lock:
+        """One training step; returns its metrics. Atomic: if anything raises inside it, the
+        parameters, the optimizer state, the step count and the data sampler's random state
+        are bitwise what they were before it (see `_guarded`)."""
+        with compute_lock, interrupts_deferred():
             rng_state = self.rng.bit_generator.state
+            saved = self._guarded_state()
             threads = self._step_threads()
             try:
                 with using_threads(threads) if threads else contextlib.nullcontext():
                     metrics = self._step()
             except BaseException:
                 self.rng.bit_generator.state = rng_state
+                if saved is not None:
+                    self._put_back(saved)
                 raise
             if threads:
                 metrics["threads"] = threads
@@ -147,6 +187,24 @@ class Trainer:
             # still under the lock: listeners read the model's record of exactly this step
             self._emit("step", metrics)
         return metrics
+
+    def _guarded_state(self):
+        """A copy of what a step changes, taken only while some kernel is not the package's
+        own: the shipped kernels write the parameters and moments only in the optimizer's
+        single call, after every check has passed, so a failed step has nothing to undo.
+        A student's kernel may write anywhere (a layernorm that zeroes its weight, then
+        raises), so then we pay for a copy (see benchmarks/README, "Step guard")."""
+        if not kernels.swapped():
+            return None
+        return self.model.flat_params.copy(), self.m.copy(), self.v.copy(), self.step_count
+
+    def _put_back(self, saved):
+        params, m, v, step_count = saved
+        self.model.flat_params[...] = params
+        with _writable(self.m, self.v):
+            self.m[...] = m
+            self.v[...] = v
+        self.step_count = step_count
 
     def _step(self):
         model, cfg = self.model, self.config
@@ -168,22 +226,39 @@ class Trainer:
                 "ms": 1000 * seconds, "tokens_per_s": x.size / seconds}
 
     def _update(self, lr, grad_scale):
-        """AdamW on the flat buffers, in one kernel call. A student's kernel could fail half
-        way, so for anything but the shipped kernel we keep a copy to roll back to."""
+        """AdamW on the flat buffers, in one kernel call, then a check that every parameter
+        is still finite. With finite gradients (the norm is checked) and finite moments
+        (only this call writes them; restore() refuses non-finite ones), only a learning
+        rate large enough to overflow float32 can fail it."""
         model, cfg = self.model, self.config
         args = (model.flat_params, model.flat_grads, self.m, self.v, self._segments, self._decay,
                 self.step_count + 1, lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, grad_scale)
-        if kernels.is_shipped("adamw_update"):
+        with _writable(self.m, self.v):
             kernels.get("adamw_update")(*args)
-            return
-        saved = model.flat_params.copy(), self.m.copy(), self.v.copy()
-        try:
-            kernels.get("adamw_update")(*args)
-            if not np.isfinite(model.flat_params).all():
-                raise FloatingPointError("adamw_update produced NaN or Inf parameters")
-        except BaseException:
-            model.flat_params[...], self.m[...], self.v[...] = saved
-            raise
+        bad = count_nonfinite(model.flat_params)
+        if bad:
+            which = "" if kernels.swapped() else " (lr is too large for float32)"
+            raise FloatingPointError(f"adamw_update made {bad} parameters NaN or Inf at step "
+                                     f"{self.step_count}{which}: not updating")
+
+    def reset(self, seed=None):
+        """Back to step 0: fresh weights from `seed` (default: the config's), zero optimizer
+        state, the data sampler restarted, the history cleared."""
+        with compute_lock:
+            if seed is not None:
+                _integer("seed", seed, 0)
+                self.config.seed = int(seed)
+            seed = self.config.seed
+            self.model.init_weights(seed)
+            self.model.flat_grads[...] = 0.0
+            with _writable(self.m, self.v):
+                self.m[...] = 0.0
+                self.v[...] = 0.0
+            self.step_count = 0
+            self.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+            self.history.clear()
+            self.eval_history.clear()
+        return seed
 
     # ----------------------------------------------------------------- loops
     def evaluate(self, batches=None):
@@ -206,6 +281,7 @@ class Trainer:
 
     def run(self, steps):
         """Take `steps` steps (fewer if stop() is called), validating every eval_interval."""
+        _integer("steps", steps, 0)
         self._stop_requested = False
         self._emit("run_start", {"step": self.step_count, "steps": steps})
         try:
@@ -232,21 +308,98 @@ class Trainer:
                 "rng_state": _jsonable_rng_state(self.rng.bit_generator.state)}
         return arrays, meta
 
-    def restore_state(self, arrays, meta):
+    def restore_state(self, arrays, meta, source="the checkpoint"):
+        """Put saved optimizer state back. Everything is checked before anything is written,
+        so a bad state raises (naming `source` and what is wrong) and leaves this trainer as
+        it was."""
+        state = self.check_state(arrays, meta, source)
+        self.put_state(state)
+
+    def check_state(self, arrays, meta, source="the checkpoint"):
+        """Validate (arrays, meta) from checkpoint_state(), writing nothing; returns the state
+        that put_state() writes (Checkpoint.restore checks everything before writing any)."""
+        moments = []
         for key, target in (("adamw.m", self.m), ("adamw.v", self.v)):
             if key not in arrays:
-                raise ValueError(f"checkpoint has no optimizer array {key!r}")
-            if arrays[key].shape != target.shape:
-                raise ValueError(f"optimizer array {key!r} has shape {arrays[key].shape}; "
+                raise ValueError(f"{source} has no optimizer array {key!r} (was it saved from a "
+                                 f"bare model? explorer.load(...).model holds the weights alone)")
+            array = np.asarray(arrays[key])
+            if array.shape != target.shape:
+                raise ValueError(f"{source}: optimizer array {key!r} has shape {array.shape}; "
                                  f"this model needs {target.shape}")
-        self.m[...] = arrays["adamw.m"]
-        self.v[...] = arrays["adamw.v"]
-        self.step_count = int(meta.get("step", 0))
+            if not np.issubdtype(array.dtype, np.floating):
+                raise ValueError(f"{source}: optimizer array {key!r} has dtype {array.dtype}, "
+                                 f"expected float32")
+            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            if bad:
+                raise ValueError(f"{source}: optimizer array {key!r} holds {bad} NaN or Inf "
+                                 f"values; refusing to train from it")
+            moments.append(array)
+        if not isinstance(meta, dict):
+            raise ValueError(f"{source}: the trainer's metadata should be a dict, got "
+                             f"{type(meta).__name__}")
+        step = meta.get("step", 0)
+        if not isinstance(step, (int, np.integer)) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"{source}: step should be an integer >= 0, got {step!r}")
+        rng = None
         if "rng_state" in meta:
-            self.rng.bit_generator.state = meta["rng_state"]
+            rng = np.random.default_rng()
+            try:
+                rng.bit_generator.state = meta["rng_state"]
+            except (TypeError, ValueError, KeyError) as err:
+                raise ValueError(f"{source}: rng_state is not a valid numpy "
+                                 f"{type(rng.bit_generator).__name__} state ({err}): "
+                                 f"{meta['rng_state']!r:.120}") from None
+        return moments[0], moments[1], int(step), rng
+
+    def put_state(self, state):
+        m, v, step, rng = state
+        with _writable(self.m, self.v):
+            self.m[...] = m
+            self.v[...] = v
+        self.step_count = step
+        if rng is not None:
+            self.rng.bit_generator.state = rng.bit_generator.state
 
 
 def _jsonable_rng_state(state):
     """numpy's PCG64 state is ints and strings already; make sure nothing else sneaks in."""
     return {k: (_jsonable_rng_state(v) if isinstance(v, dict) else (int(v) if isinstance(v, (np.integer,)) else v))
             for k, v in state.items()}
+
+
+def _read_only(array):
+    array.flags.writeable = False
+    return array
+
+
+@contextlib.contextmanager
+def _writable(*arrays):
+    """Let the trainer itself write its read-only arrays inside the block."""
+    for a in arrays:
+        a.flags.writeable = True
+    try:
+        yield
+    finally:
+        for a in arrays:
+            a.flags.writeable = False
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Hold a Ctrl-C (SIGINT) that arrives during the block until the block ends, so a step
+    is never cut between writing the parameters and counting the step. Only in the main
+    thread (the only one Python delivers signals to), and only while Python's own handler
+    is installed: a program that set its own handler keeps it."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    caught = []
+    signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt

@@ -77,4 +77,4 @@ def test_train_threads_option(tmp_path, capsys):
     assert f"got {too_many}" in capsys.readouterr().err and not (tmp_path / "bad").exists()
     with pytest.raises(SystemExit):
         main(["train", "--threads", "many"])
-    assert 'expected a number, "all" or "auto"' in capsys.readouterr().err
+    assert 'expected a number >= 1, "all" or "auto"' in capsys.readouterr().err

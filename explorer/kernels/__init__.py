@@ -94,6 +94,14 @@ def is_shipped(name):
     return fn is _SHIPPED[name] or any(fn is v for v in VARIANTS.get(name, {}).values())
 
 
+def swapped():
+    """Names of the kernels that are not the package's own now (neither the default nor a
+    shipped variant); [] when every kernel is shipped. The trainer guards its steps while
+    this is non-empty."""
+    return [name for name, fn in _active.items()
+            if fn is not _SHIPPED[name] and all(fn is not v for v in VARIANTS.get(name, {}).values())]
+
+
 def register(name, fn):
     """Use `fn` for `name` from now on (until `reset`). Returns the kernel it replaced."""
     _check_name(name)

@@ -43,3 +43,14 @@ def adamw_update(params, grads, m, v, segments, decay, step, lr, beta1, beta2, e
             ms[i] = b1 * ms[i] + (one - b1) * gi
             vs[i] = b2 * vs[i] + (one - b2) * gi * gi
             p[i] = p[i] * shrink - step_size * ms[i] / (np.sqrt(vs[i]) * inv_sqrt_bias2 + e)
+
+
+@kernel(parallel=True)
+def count_nonfinite(x):
+    """How many entries of a flat float32 buffer are NaN or +-Inf. The trainer runs it over
+    the parameters after every update: one read of the buffer, under 1% of a step."""
+    count = 0
+    for i in prange(x.size):
+        if not np.isfinite(x[i]):
+            count += 1
+    return count
