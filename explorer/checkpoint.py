@@ -170,7 +170,8 @@ def atomic_write(path, write):
         raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist")
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot write {path}: it is a folder, expected a file name")
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp")
+    remove_stale_temps(path)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDWR)
@@ -185,6 +186,38 @@ def atomic_write(path, write):
         raise
     _fsync_folder(folder)
     return path
+
+
+def remove_stale_temps(path):
+    """Delete the temporary files that interrupted writes of `path` left behind (a killed
+    process never reaches atomic_write's clean-up). A temporary file is stale when the
+    process named in it has exited; one of a live process is a write in progress."""
+    folder = os.path.dirname(os.path.abspath(path))
+    prefix = f".{os.path.basename(path)}."
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")):
+            continue
+        pid = name[len(prefix):-len(".tmp")].split("-")[0]
+        if pid.isdigit() and (int(pid) == os.getpid() or _process_alive(int(pid))):
+            continue
+        try:
+            os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
+def _process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:         # e.g. another user's process: alive
+        return True
+    return True
 
 
 def _fsync_folder(folder):
@@ -297,6 +330,7 @@ def _preview(names, limit=5):
 def read_safetensors(path):
     """(arrays: dict name -> np.ndarray, metadata: dict or None) of a safetensors file."""
     path = os.fspath(path)
+    remove_stale_temps(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path}")
     if os.path.isdir(path):

@@ -117,7 +117,7 @@ def build_parser():
     train.add_argument("--threads", type=_threads, default="auto",
                        help='threads for the kernels: a number, "all", or "auto" (the default: '
                             'chosen by timing steps, as other programs may be using cores)')
-    train.set_defaults(run=_train)
+    train.set_defaults(run=_train, parser=train)
 
     sample = sub.add_parser("sample", help="generate text from a checkpoint")
     sample.add_argument("checkpoint", help="a run folder written by `explorer train`, or its "
@@ -129,17 +129,17 @@ def build_parser():
                         help="0 picks the likeliest token every time")
     sample.add_argument("--top-k", type=_at_least(1), default=None)
     sample.add_argument("--seed", type=_at_least(0), default=None)
-    sample.set_defaults(run=_sample)
+    sample.set_defaults(run=_sample, parser=sample)
 
     presets = sub.add_parser("presets", help="list the training presets")
-    presets.set_defaults(run=_presets)
+    presets.set_defaults(run=_presets, parser=presets)
 
     demo = sub.add_parser("demo", help="serve the instructor's live demo (Voila) in the browser")
     demo.add_argument("--preset", default="reverse-tiny", help="what the model learns (see `explorer presets`)")
     demo.add_argument("--port", type=_at_least(1), default=8866)
     demo.add_argument("--no-browser", action="store_true", help="don't open a browser window")
     demo.add_argument("--lab", action="store_true", help="open it in JupyterLab instead of Voila")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(run=_demo, parser=demo)
 
     sub.add_parser("bench", help="benchmark a training step against PyTorch (see --help)",
                    add_help=False)
@@ -150,7 +150,9 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         return _bench(argv[1:])
-    args = build_parser().parse_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
+    if extra:   # say which command did not expect them
+        args.parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args)
     except (ValueError, OSError, KeyError) as exc:

@@ -32,6 +32,10 @@ class GPTConfig:
         missing = {"n_layer", "n_head", "n_embd", "vocab_size", "block_size"} - set(known)
         if missing:
             raise ValueError(f"model config is missing {sorted(missing)}; got keys {sorted(d)}")
+        for k, v in known.items():   # 2.9 must not quietly become 2
+            if not (isinstance(v, int) or (isinstance(v, float) and v.is_integer())) \
+                    or isinstance(v, bool):
+                raise ValueError(f"model config {k} must be a whole number, got {v!r}")
         return cls(**{k: int(v) for k, v in known.items()})
 
 

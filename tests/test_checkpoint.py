@@ -307,3 +307,84 @@ def test_wrong_dtype(tmp_path):
     write_raw(path, params, good_header())
     with pytest.raises(ValueError, match="'ln_f.weight' is float64, expected float32"):
         load(path)
+
+
+# --------------------------------------------------------------------------- restore is atomic
+def _trained(tmp_path):
+    from explorer import Trainer
+    trainer = Trainer(random_model(), TinyData(), batch_size=2, lr=1e-2, seed=3)
+    trainer.step()
+    return trainer
+
+
+def _state(trainer):
+    return (trainer.model.flat_params.copy(), trainer.m.copy(), trainer.v.copy(),
+            trainer.step_count, trainer.rng.bit_generator.state)
+
+
+def _assert_state(trainer, state):
+    params, m, v, step, rng = state
+    np.testing.assert_array_equal(trainer.model.flat_params, params)
+    np.testing.assert_array_equal(trainer.m, m)
+    np.testing.assert_array_equal(trainer.v, v)
+    assert trainer.step_count == step and trainer.rng.bit_generator.state == rng
+
+
+def _good_checkpoint(tmp_path):
+    donor = _trained(tmp_path)
+    for _ in range(2):
+        donor.step()
+    save(donor, tmp_path / "good.safetensors")
+    return load(tmp_path / "good.safetensors")
+
+
+@pytest.mark.parametrize("spoil, message", [
+    (lambda c: c.optimizer_arrays.clear() or setattr(c, "step", None), "holds a model only"),
+    (lambda c: c.optimizer_arrays.__setitem__("adamw.v", c.optimizer_arrays["adamw.v"][:-1]),
+     r"'adamw.v' has shape"),
+    (lambda c: c.optimizer_arrays["adamw.m"].__setitem__(5, np.nan), r"'adamw.m' holds 1 NaN"),
+    (lambda c: c.trainer_meta.__setitem__("rng_state", "not a state"), "rng_state is not a valid"),
+    (lambda c: c.trainer_meta.__setitem__("rng_state", {"bit_generator": "PCG64"}),
+     "rng_state is not a valid"),
+    (lambda c: c.trainer_meta.__setitem__("step", -3), "step should be an integer >= 0"),
+    (lambda c: c.model.params["wpe"].__setitem__((0, 0), np.inf), "'wpe' holds 1 NaN or Inf"),
+])
+def test_failed_restore_leaves_the_trainer_untouched(tmp_path, spoil, message):
+    ckpt = _good_checkpoint(tmp_path)
+    spoil(ckpt)
+    trainer = _trained(tmp_path)
+    before = _state(trainer)
+    with pytest.raises(ValueError, match=message) as error:
+        ckpt.restore(trainer)
+    assert "good.safetensors" in str(error.value)       # the error names the file
+    _assert_state(trainer, before)
+
+
+def test_model_only_file_cannot_resume_a_trainer(tmp_path):
+    save(random_model(seed=4), tmp_path / "m.safetensors")
+    trainer = _trained(tmp_path)
+    before = _state(trainer)
+    with pytest.raises(ValueError, match=r"m\.safetensors holds a model only"):
+        load(tmp_path / "m.safetensors").restore(trainer)
+    _assert_state(trainer, before)
+
+
+def test_stale_temporary_files_are_removed_by_the_next_save_or_load(tmp_path):
+    """A save killed half way leaves `.name.<pid>-<id>.tmp`; the next save or load of that
+    name removes it (but never the temporary file of a write still in progress)."""
+    import subprocess
+    import sys
+    target = tmp_path / "run.safetensors"
+    save(random_model(), target)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".run.safetensors.{dead}-0123abcd.tmp"
+    in_progress = tmp_path / f".run.safetensors.{os.getppid()}-0123abcd.tmp"
+    other = tmp_path / f".other.safetensors.{dead}-0123abcd.tmp"
+    for path in (stale, in_progress, other):
+        path.write_bytes(b"half a checkpoint")
+    load(target)
+    assert not stale.exists() and in_progress.exists() and other.exists()
+    stale.write_bytes(b"half a checkpoint")
+    save(random_model(), target)
+    assert not stale.exists() and in_progress.exists()

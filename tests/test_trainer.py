@@ -1,4 +1,5 @@
 """The training loop: AdamW + clipping against PyTorch, atomic steps, events, threads."""
+import re
 import threading
 
 import numpy as np
@@ -193,3 +194,97 @@ def test_concurrent_use_from_threads_is_safe():
     assert trainer.step_count == 20
     for result in results:
         np.testing.assert_array_equal(result, expected)
+
+
+def test_kernel_that_writes_a_parameter_then_raises_is_rolled_back():
+    """A student's layernorm zeroes its weight and raises: the step still changes nothing."""
+    trainer = make_trainer()
+    trainer.step()
+    before = snapshot(trainer)
+
+    def bad(out, mean, rstd, inp, weight, bias):
+        weight[...] = 0
+        raise RuntimeError("bug")
+
+    with kernels.use(layernorm_forward=bad), pytest.raises(RuntimeError, match="bug"):
+        trainer.step()
+    assert_unchanged(trainer, before)
+
+
+def test_ctrl_c_inside_a_step_waits_for_the_step_to_finish():
+    """SIGINT in the middle of a step (here: inside a kernel) is held until the step has
+    committed: the step counts, then KeyboardInterrupt. Without the hold, Python raises it
+    in the middle of the step."""
+    import os
+    import signal
+    trainer = make_trainer()
+    shipped = kernels.shipped("gelu_forward")
+
+    def gelu_then_ctrl_c(*args):
+        shipped(*args)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    reference = make_trainer()
+    expected = reference.step()["loss"]
+    with kernels.use(gelu_forward=gelu_then_ctrl_c), pytest.raises(KeyboardInterrupt):
+        trainer.step()
+    assert trainer.step_count == 1 and trainer.history[-1]["loss"] == expected
+    np.testing.assert_array_equal(trainer.model.flat_params, reference.model.flat_params)
+
+
+def test_moments_are_read_only_outside_a_step():
+    """Only the optimizer writes m and v, so they cannot turn NaN behind its back."""
+    trainer = make_trainer()
+    trainer.step()
+    with pytest.raises(ValueError, match="read-only"):
+        trainer.m[0] = np.nan
+    trainer.reset()
+    assert trainer.step_count == 0 and not trainer.m.any() and not trainer.v.any()
+    fresh = make_trainer()
+    fresh.model.init_weights(0)   # reset() re-initialises from the seed, as GPT(config) does
+    assert trainer.step()["loss"] == fresh.step()["loss"]
+
+
+def test_update_that_makes_parameters_non_finite_is_refused():
+    """The shipped path checks the parameters after AdamW (a learning rate that overflows
+    float32); a swapped AdamW that writes NaN is refused and rolled back."""
+    trainer = make_trainer(lr=1e38, warmup_steps=0, weight_decay=0.0)
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        trainer.step()
+    trainer = make_trainer()
+    before = snapshot(trainer)
+    shipped = kernels.shipped("adamw_update")
+
+    def adamw_with_a_nan(params, *rest):
+        shipped(params, *rest)
+        params[3] = np.nan
+
+    with kernels.use(adamw_update=adamw_with_a_nan), pytest.raises(FloatingPointError):
+        trainer.step()
+    assert_unchanged(trainer, before)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"weight_decay": -0.1}, "weight_decay must be a finite number >= 0, got -0.1"),
+    ({"eps": 0.0}, "eps must be a finite number > 0, got 0.0"),
+    ({"grad_clip": -1.0}, "grad_clip must be a number >= 0 (0 or None turns clipping off), got -1.0"),
+    ({"seq_len": 0}, "seq_len must be an integer >= 1, or None"),
+    ({"seq_len": -4}, "seq_len must be an integer >= 1, or None"),
+    ({"eval_interval": -1}, "eval_interval must be an integer >= 0 (0: never), got -1"),
+    ({"lr": 1e-3, "min_lr": 0.427}, "min_lr=0.427 is larger than lr=0.001"),
+    ({"batch_size": 2.5}, "batch_size must be an integer >= 1, got 2.5"),
+    ({"seed": -1}, "seed must be an integer >= 0, got -1"),
+    ({"warmup_steps": 1.5}, "warmup_steps must be an integer >= 0, got 1.5"),
+    ({"beta2": 1.0}, r"beta2 must lie in \[0, 1\), got 1.0"),
+])
+def test_settings_are_validated_with_their_names(options, message):
+    with pytest.raises(ValueError) as error:
+        make_trainer(**options)
+    assert re.search(message, str(error.value)) or message in str(error.value), str(error.value)
+
+
+def test_run_refuses_a_negative_count():
+    trainer = make_trainer()
+    with pytest.raises(ValueError, match="steps must be an integer >= 0, got -5"):
+        trainer.run(-5)
+    assert trainer.run(0) is None and trainer.step_count == 0

@@ -3,6 +3,7 @@
 A tokenizer turns text into a list of integer ids (`encode`) and back (`decode`). The model
 only ever sees the ids; `token_strings` shows what each id stands for, for display.
 """
+import numpy as np
 
 
 class Tokenizer:
@@ -35,6 +36,11 @@ class Tokenizer:
 
     def _check_ids(self, ids):
         """ids as a list of Python ints, each in range(vocab_size), or a ValueError."""
+        ids = list(ids.ravel() if isinstance(ids, np.ndarray) else ids)
+        for position, i in enumerate(ids):
+            if not isinstance(i, (int, np.integer)) or isinstance(i, bool):
+                raise ValueError(f"token id {i!r} at position {position} is a "
+                                 f"{type(i).__name__}; expected an integer id")
         ids = [int(i) for i in ids]
         for position, i in enumerate(ids):
             if not 0 <= i < self.vocab_size:
