@@ -151,9 +151,12 @@ def train_preset(name=None, steps=None, out="runs", seed=0, sample_every=None, p
     if resume is not None:
         ckpt_path = os.path.join(folder, CHECKPOINT)
         load(ckpt_path).restore(trainer)
-        if trainer.step_count >= steps:
-            raise ValueError(f"the run in {folder} has already taken {trainer.step_count} of its "
-                             f"{steps} steps; give a larger --steps to train it further")
+        if trainer.step_count >= steps:   # killed after its last save: nothing is missing
+            if progress:
+                print(f"the run in {folder} is complete ({trainer.step_count} of {steps} "
+                      f"steps); give a larger --steps to train it further")
+                print(f"run folder: {folder}")
+            return trainer, folder
         _keep_until(folder, trainer.step_count)
     else:
         folder = _run_folder(out, name)

@@ -123,8 +123,10 @@ def test_resume_refuses_settings_it_cannot_change(tmp_path, capsys):
     _, folder = train_preset("reverse-tiny", steps=2, out=tmp_path, progress=False, threads=1)
     assert main(["train", "--resume", folder, "--seed", "3"]) == 2
     assert "--seed cannot be changed on --resume" in capsys.readouterr().err
-    assert main(["train", "--resume", folder, "--quiet"]) == 2
-    assert "has already taken 2 of its 2 steps" in capsys.readouterr().err
+    assert main(["train", "--resume", folder]) == 0
+    assert "is complete (2 of 2 steps); give a larger --steps" in capsys.readouterr().out
+    assert main(["train", "--resume", folder, "--steps", "3", "--quiet"]) == 0
+    assert explorer.load(Path(folder) / "checkpoint.safetensors").step == 3
 
 
 def test_sample_a_run_without_a_checkpoint_says_so(tmp_path, capsys):
