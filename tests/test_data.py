@@ -228,7 +228,7 @@ def test_every_preset_builds():
         assert floor == pytest.approx(preset.min_lr if preset.min_lr is not None else preset.lr / 10)
         assert floor > 0
         assert preset.goal and preset.description
-    with pytest.raises(KeyError, match="reverse-tiny"):
+    with pytest.raises(ValueError, match="no preset named .* available: reverse-tiny"):
         get_preset("nope")
     with pytest.raises(ValueError, match="'task' or a 'corpus'"):
         make_dataset({"size": 3})
