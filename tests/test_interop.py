@@ -2,6 +2,9 @@
 transformers' GPT2LMHeadModel (logits, loss and every gradient), and errors."""
 import json
 import os
+import re
+import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from explorer import GPT, GPTConfig
 from explorer.hf import (explorer_name, from_hf_state_dict, hf_config, hf_name, load_hf, save_hf,
                          to_hf_state_dict)
 from explorer import llmc
+from explorer.checkpoint import NoChecksumWarning
 from explorer.llmc import MAGIC, load_llmc, padded_vocab_size, read_llmc_header, save_llmc
 
 CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8)
@@ -391,3 +395,59 @@ def test_failed_save_llmc_leaves_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_llmc(random_model(CONFIG, seed=2), path)
     assert path.read_bytes() == old and os.listdir(tmp_path) == ["m.bin"]
+
+
+# --------------------------------------------------------------------------- integrity
+def no_checksum_warnings(load, *args):
+    """(what load(*args) returns, the NoChecksumWarnings it gave), every warning recorded."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = load(*args)
+    return result, [w for w in caught if issubclass(w.category, NoChecksumWarning)]
+
+
+def peak_bytes_of(call):
+    """Peak memory NumPy and Python allocate during call() (NumPy reports to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_load_llmc_warns_once_that_there_is_no_checksum(tmp_path):
+    model = random_model(CONFIG)
+    save_llmc(model, tmp_path / "m.bin")
+    loaded, warned = no_checksum_warnings(load_llmc, tmp_path / "m.bin")
+    assert_same_params(loaded, model)
+    assert len(warned) == 1   # one per file, not one per tensor
+    assert f"{tmp_path / 'm.bin'} is an llm.c checkpoint" in str(warned[0].message)
+
+
+@pytest.mark.parametrize("header", [
+    {"h3": 2 * 10**9, "h7": 2 * 10**9},  # V: 60 GiB of wte, a MemoryError if allocated
+    {"h3": 10**6, "h7": 10**6},     # 64 MB: fits, but must not be allocated before the check
+    {"h4": 10**5},                  # L: 1.2 million parameter names, 1.3 GB
+])
+def test_load_llmc_header_claiming_a_huge_model_says_truncated_without_allocating(tmp_path, header):
+    save_llmc(random_model(CONFIG), tmp_path / "good.bin")
+    write_with_header(tmp_path / "1kb.bin", (tmp_path / "good.bin").read_bytes()[:1024], **header)
+
+    def attempt():
+        with pytest.raises(ValueError, match="1kb.bin is truncated: a version-3 file of"):
+            load_llmc(tmp_path / "1kb.bin")
+    assert peak_bytes_of(attempt) < 4 * 2**20
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_load_llmc_refuses_non_finite_weights(tmp_path, version):
+    model = random_model(CONFIG)
+    model.params["blocks.1.attn.qkv.weight"][7, 3] = np.nan
+    model.params["blocks.1.attn.qkv.weight"][9, 0] = np.inf
+    (tmp_path / "nan.bin").write_bytes(llmc_bytes(model, version=version))
+    message = (f"{tmp_path / 'nan.bin'}: tensor 'blocks.1.attn.qkv.weight' holds 2 non-finite "
+               f"values (1 NaN, 1 infinite) out of 768, the first at index (7, 3)")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_llmc(tmp_path / "nan.bin")
