@@ -424,6 +424,12 @@ def read_safetensors(path):
     return _read_arrays(path, header), header.get("__metadata__")
 
 
+def read_safetensors_header(path):
+    """The header of a safetensors file, without reading its tensors: {name: {"dtype",
+    "shape", "data_offsets"}, "__metadata__": {...}}, checked against the file's size."""
+    return _read_header(_safetensors_path(path))
+
+
 def _safetensors_path(path):
     path = os.fspath(path)
     if not os.path.exists(path):
