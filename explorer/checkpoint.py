@@ -31,7 +31,6 @@ only then renamed over the target: a crash mid-save leaves the old file, never h
 """
 import hashlib
 import json
-import math
 import os
 import uuid
 import warnings
@@ -43,6 +42,8 @@ import safetensors.numpy
 from ._runtime import compute_lock
 from .config import BLOCK_PARAMS, GPTConfig, param_shapes
 from .model import GPT
+from .safetensors_io import DTYPE_NAMES, read_safetensors_header, read_tensors
+from .safetensors_io import read_safetensors  # noqa: F401  (its home until format 2)
 
 FORMAT_NAME = "transformer-explorer-checkpoint"
 FORMAT_VERSION = 2                 # 2 added "checksums"; version 1 files still load
@@ -217,8 +218,8 @@ def load(path) -> Checkpoint:
 
     Everything that can be checked from the file's header (names, shapes, dtypes, sizes)
     is checked before any tensor is read or the model is built."""
-    path = _safetensors_path(path)
-    layout = _read_header(path)
+    path = os.fspath(path)
+    layout = read_safetensors_header(path)
     header = _parse_header(layout.get("__metadata__"), path)
     try:
         config = GPTConfig.from_dict(header["config"])
@@ -234,9 +235,9 @@ def load(path) -> Checkpoint:
     for name, info in params.items():
         if info["dtype"] != "F32":
             raise ValueError(f"checkpoint {path}: tensor {name!r} is "
-                             f"{_DTYPE_NAMES.get(info['dtype'], info['dtype'])}, expected float32")
+                             f"{DTYPE_NAMES.get(info['dtype'], info['dtype'])}, expected float32")
     checksums = _checksums_of(header, tensors, path)   # before reading: a malformed entry
-    arrays = _read_arrays(path, layout)                 # fails without reading 1 GB first
+    arrays = read_tensors(path, layout)                  # fails without reading 1 GB first
     if checksums is None:
         warnings.warn(f"{path} is a version-1 checkpoint, written before explorer stored "
                       f"checksums: its {len(arrays)} tensors were loaded without verifying "
@@ -399,97 +400,3 @@ def check_finite(array, name, source):
                      f"({nans} NaN, {int(bad.sum()) - nans} infinite) out of {array.size}, the "
                      f"first at index {first} (value {array[first]}); weights and optimizer "
                      f"state must be finite (was it saved from a run that diverged?)")
-
-
-# --------------------------------------------------------------------------- safetensors
-# The format: 8 bytes (little-endian u64) N, then N bytes of JSON, then the tensor data.
-# The JSON maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]}
-# (offsets counted from the end of the JSON) and may hold "__metadata__": {str: str}.
-# We read the header ourselves first only to turn a bad file into a clear message.
-
-# safetensors dtype codes -> (NumPy's name, bytes per value)
-_DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2),
-           "BF16": ("bfloat16", 2), "I64": ("int64", 8), "I32": ("int32", 4),
-           "I16": ("int16", 2), "I8": ("int8", 1), "U64": ("uint64", 8), "U32": ("uint32", 4),
-           "U16": ("uint16", 2), "U8": ("uint8", 1), "BOOL": ("bool", 1)}
-_DTYPE_NAMES = {code: name for code, (name, _) in _DTYPES.items()}
-
-
-def read_safetensors(path):
-    """(arrays: dict name -> np.ndarray, metadata: dict or None) of a safetensors file."""
-    path = _safetensors_path(path)
-    header = _read_header(path)
-    return _read_arrays(path, header), header.get("__metadata__")
-
-
-def read_safetensors_header(path):
-    """The header of a safetensors file, without reading its tensors: {name: {"dtype",
-    "shape", "data_offsets"}, "__metadata__": {...}}, checked against the file's size."""
-    return _read_header(_safetensors_path(path))
-
-
-def _safetensors_path(path):
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    if os.path.isdir(path):
-        raise ValueError(f"{path} is a folder, expected a .safetensors file")
-    return path
-
-
-def _read_arrays(path, header):
-    for name, info in header.items():
-        if name != "__metadata__" and info.get("dtype") == "BF16":
-            raise ValueError(f"{path}: tensor {name!r} is bfloat16, which NumPy cannot hold; "
-                             f"convert the file to float32 first")
-    try:
-        return safetensors.numpy.load_file(path)
-    except Exception as err:  # safetensors' own error types vary between versions
-        raise ValueError(f"could not read the tensors of {path}: {err}") from err
-
-
-def _read_header(path):
-    """The JSON header of a safetensors file, checked against the file's size (nothing but
-    the header is read): {name: {"dtype", "shape", "data_offsets"}, "__metadata__": ...}."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        prefix = f.read(8)
-        if len(prefix) < 8:
-            raise ValueError(f"{path} is not a safetensors file: it is only {size} bytes long")
-        n = int.from_bytes(prefix, "little")
-        if n > size - 8:
-            raise ValueError(f"{path} is not a safetensors file, or is truncated: its first 8 "
-                             f"bytes announce a {n}-byte header but the file has {size} bytes")
-        raw = f.read(n)
-    try:
-        header = json.loads(raw)
-        if not isinstance(header, dict):
-            raise ValueError("the header is not a JSON object")
-        tensors = {name: info for name, info in header.items() if name != "__metadata__"}
-        for name, info in tensors.items():
-            _check_tensor_entry(name, info)
-        end = max((info["data_offsets"][1] for info in tensors.values()), default=0)
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError) as err:
-        raise ValueError(f"{path} is not a safetensors file: its header is not the expected "
-                         f"JSON ({err})") from err
-    if size < 8 + n + end:
-        raise ValueError(f"{path} is truncated: its header describes {8 + n + end} bytes but the "
-                         f"file has {size} (was a save interrupted or a download cut short?)")
-    return header
-
-
-def _check_tensor_entry(name, info):
-    """One tensor's entry: a shape of non-negative ints whose byte size is its data span."""
-    shape, (begin, end) = info["shape"], info["data_offsets"]
-    if (not isinstance(shape, list)
-            or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in (begin, end))
-            or not 0 <= begin <= end):
-        raise ValueError(f"tensor {name!r} has shape {shape!r} and data_offsets "
-                         f"{info['data_offsets']!r}, expected a list of sizes and [begin, end]")
-    if info["dtype"] in _DTYPES:
-        dtype, itemsize = _DTYPES[info["dtype"]]
-        nbytes = itemsize * math.prod(shape)
-        if nbytes != end - begin:
-            raise ValueError(f"tensor {name!r} is {dtype} of shape {tuple(shape)}, "
-                             f"{nbytes} bytes, but its data_offsets span {end - begin}")

@@ -29,10 +29,10 @@ import numpy as np
 import safetensors.numpy
 
 from ._runtime import compute_lock
-from .checkpoint import (NoChecksumWarning, atomic_write, check_finite, check_shapes,
-                         load_params, read_safetensors, read_safetensors_header)
+from .checkpoint import NoChecksumWarning, atomic_write, check_finite, check_shapes, load_params
 from .config import GPTConfig
 from .model import GPT
+from .safetensors_io import read_safetensors, read_safetensors_header
 
 PREFIX = "transformer."   # GPT2LMHeadModel's body; the hub's gpt2 files omit it
 LM_HEAD = "lm_head.weight"

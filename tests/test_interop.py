@@ -514,8 +514,9 @@ def test_load_hf_refuses_non_finite_weights(tmp_path):
 
 
 @pytest.mark.parametrize("index, message", [
-    ({"metadata": {"total_size": 1}}, r"has no \"weight_map\" \(it has \['metadata'\]\); expected "
-                                      r"a \"weight_map\" object \{tensor name: shard file name\}"),
+    ({"metadata": {"total_size": 1}}, (r"has no \"weight_map\" \(it has \['metadata'\]\); "
+                                       r"expected a \"weight_map\" object \{tensor name: "
+                                       r"shard file name\}")),
     ([1, 2], r"has no \"weight_map\" \(it has list\)"),
     ({"weight_map": ["model-00001-of-00002.safetensors"]}, r"\"weight_map\" is \['model-0"),
 ])
