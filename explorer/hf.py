@@ -15,18 +15,24 @@ The two models compute the same function; names and one layout differ:
 
 Only safetensors files are read. A pytorch_model.bin is a pickle, and unpickling can run
 arbitrary code, so we refuse it and say how to get a model.safetensors instead.
+
+Hugging Face files carry no checksums: load_hf checks the tensors' names and shapes in the
+files' headers against config.json before it allocates anything, refuses NaN and infinite
+weights, and warns once per call (NoChecksumWarning) that the values could not be verified.
 """
 import json
 import os
 import re
+import warnings
 
 import numpy as np
 import safetensors.numpy
 
 from ._runtime import compute_lock
-from .checkpoint import atomic_write, load_params, read_safetensors
+from .checkpoint import NoChecksumWarning, atomic_write, check_finite, check_shapes, load_params
 from .config import GPTConfig
 from .model import GPT
+from .safetensors_io import read_safetensors, read_safetensors_header
 
 PREFIX = "transformer."   # GPT2LMHeadModel's body; the hub's gpt2 files omit it
 LM_HEAD = "lm_head.weight"
@@ -246,28 +252,56 @@ def load_hf(folder) -> GPT:
         except json.JSONDecodeError as err:
             raise ValueError(f"{config_path} is not valid JSON ({err})") from err
     config = config_from_hf(hf, config_path)
-    arrays = _read_weights(folder)
-    named = from_hf_state_dict(arrays)
+    files = _weight_files(folder)
+    try:  # from the files' headers, before anything the size of the model is allocated
+        check_shapes(_shapes_in(files), config)
+    except ValueError as err:
+        raise ValueError(f"the weights in {folder} do not match its {CONFIG_NAME}: {err}") from err
+    arrays = {}
+    for path in files:
+        for key, array in read_safetensors(path)[0].items():
+            if key == LM_HEAD or explorer_name(key) is not None:  # not the mask buffers
+                check_finite(array, key, path)
+            arrays[key] = array
+    warnings.warn(f"{folder} is a Hugging Face folder, whose files have no explorer checksums: "
+                  f"its weights were loaded unverified (their names, shapes and that every value "
+                  f"is finite were checked)", NoChecksumWarning, stacklevel=2)
     model = GPT(config)
     try:
-        load_params(model, named)
+        load_params(model, from_hf_state_dict(arrays))
     except ValueError as err:
         raise ValueError(f"the weights in {folder} do not match its {CONFIG_NAME}: {err}") from err
     return model
 
 
-def _read_weights(folder):
+def _shapes_in(files):
+    """{our param name: shape in our layout} as the safetensors headers describe them."""
+    shapes, lm_head = {}, None
+    for path in files:
+        for key, info in read_safetensors_header(path).items():
+            if key == "__metadata__":
+                continue
+            if key == LM_HEAD:
+                lm_head = tuple(info["shape"])
+                continue
+            mapped = explorer_name(key)
+            if mapped is not None:
+                name, transposed = mapped
+                shapes[name] = tuple(reversed(info["shape"]) if transposed else info["shape"])
+    if lm_head is not None:
+        shapes.setdefault("wte", lm_head)   # tied: the head is the embedding
+    return shapes
+
+
+def _weight_files(folder):
+    """The safetensors files holding the weights: model.safetensors, or the shards its
+    index names."""
     single = os.path.join(folder, WEIGHTS_NAME)
     if os.path.isfile(single):
-        return read_safetensors(single)[0]
+        return [single]
     index = os.path.join(folder, INDEX_NAME)
     if os.path.isfile(index):
-        with open(index, encoding="utf-8") as f:
-            shards = sorted(set(json.load(f)["weight_map"].values()))
-        arrays = {}
-        for shard in shards:
-            arrays.update(read_safetensors(os.path.join(folder, shard))[0])
-        return arrays
+        return [os.path.join(folder, shard) for shard in _shards_of(index)]
     pickle_suffixes = (".bin", ".pt", ".pth", ".ckpt")
     pickles = [n for n in sorted(os.listdir(folder)) if n.endswith(pickle_suffixes)]
     if pickles:
@@ -277,3 +311,22 @@ def _read_weights(folder):
             f"(the hub's gpt2 repository has one), or convert a file you trust with "
             f"transformers: GPT2LMHeadModel.from_pretrained(folder).save_pretrained(folder)")
     raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME} (nor {INDEX_NAME})")
+
+
+def _shards_of(index):
+    """The shard file names an index lists under "weight_map" ({tensor name: file name})."""
+    with open(index, encoding="utf-8") as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{index} is not valid JSON ({err})") from err
+    expected = ('a "weight_map" object {tensor name: shard file name}, as transformers\' '
+                'save_pretrained writes it')
+    if not isinstance(data, dict) or "weight_map" not in data:
+        keys = sorted(data) if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{index} has no \"weight_map\" (it has {keys}); expected {expected}")
+    weight_map = data["weight_map"]
+    if (not isinstance(weight_map, dict) or not weight_map
+            or not all(isinstance(v, str) for v in weight_map.values())):
+        raise ValueError(f"{index}: \"weight_map\" is {weight_map!r:.100}, expected {expected}")
+    return sorted(set(weight_map.values()))

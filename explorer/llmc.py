@@ -14,14 +14,20 @@ Vp rows (zeros past V, which llm.c's softmax never reads); 5 is 3 in bfloat16.
 
 Our model.flat_params is in exactly this order (it was designed after llm.c), with an
 unpadded wte: so writing is "wte, some zero rows, the rest of the buffer".
+
+The format has no checksums: load_llmc checks the file's size against its header before
+it allocates anything, refuses NaN and infinite weights, and warns once (NoChecksumWarning)
+that the values could not be verified.
 """
+import math
 import os
+import warnings
 
 import numpy as np
 
 from ._runtime import compute_lock
-from .checkpoint import atomic_write
-from .config import GPTConfig
+from .checkpoint import NoChecksumWarning, atomic_write, check_finite, load_params
+from .config import BLOCK_PARAMS, GPTConfig, param_shapes
 from .model import GPT
 
 MAGIC = 20240326
@@ -98,20 +104,38 @@ def load_llmc(path) -> GPT:
     path = os.fspath(path)
     info = read_llmc_header(path)
     cfg, Vp = info["config"], info["padded_vocab_size"]
-    V, C = cfg.vocab_size, cfg.n_embd
-    model = GPT(cfg)
-    count = model.num_params + (Vp - V) * C   # floats in the file
+    count = floats_in_file(cfg, Vp)
     itemsize = 2 if info["dtype"] == "bfloat16" else 4
     expected, size = 4 * HEADER_INTS + count * itemsize, os.path.getsize(path)
-    if size != expected:
+    if size != expected:  # checked from the header's numbers alone: nothing allocated yet
         problem = "is truncated" if size < expected else "is too long"
         raise ValueError(f"{path} {problem}: a version-{info['version']} file of {cfg} "
                          f"(Vp={Vp}) has {expected} bytes, this one has {size}")
     values = _read_floats(path, count, info["dtype"])
-    with compute_lock:
-        model.flat_params[:V * C] = values[:V * C]            # wte without the padding rows
-        model.flat_params[V * C:] = values[Vp * C:]           # everything after wte
-    return model
+    named = _split_params(values, cfg, Vp)
+    for name, array in named.items():
+        check_finite(array, name, path)
+    warnings.warn(f"{path} is an llm.c checkpoint, a format without checksums: its weights "
+                  f"were loaded unverified (its size and that every value is finite were "
+                  f"checked)", NoChecksumWarning, stacklevel=2)
+    return load_params(GPT(cfg), named)
+
+
+def floats_in_file(config, padded_vocab_size):
+    """How many numbers an llm.c file of `config` holds: wte padded to Vp rows, wpe, the
+    blocks, ln_f. Arithmetic only, so a header claiming 60 GB costs nothing to check."""
+    C, L = config.n_embd, config.n_layer
+    per_block = sum(math.prod(shape(C)) for _, shape in BLOCK_PARAMS)
+    return padded_vocab_size * C + config.block_size * C + L * per_block + 2 * C
+
+
+def _split_params(values, config, padded_vocab_size):
+    """{param name: view of `values`} in llm.c's order, skipping wte's padding rows."""
+    named, offset = {}, 0
+    for name, shape in param_shapes(config):
+        named[name] = values[offset:offset + math.prod(shape)].reshape(shape)
+        offset += padded_vocab_size * config.n_embd if name == "wte" else math.prod(shape)
+    return named
 
 
 def _read_floats(path, count, dtype):

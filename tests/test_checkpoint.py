@@ -1,14 +1,19 @@
-"""Checkpoints: bit-exact round trips, trainer state, atomic writes, and errors for people."""
+"""Checkpoints: bit-exact round trips, trainer state, atomic writes, checksums, and errors
+for people."""
+import hashlib
 import json
 import os
+import re
+import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
 import safetensors.numpy
 
 from explorer import GPT, GPTConfig
-from explorer.checkpoint import (FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, Checkpoint, load,
-                                 load_params, save)
+from explorer.checkpoint import (FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, Checkpoint,
+                                 NoChecksumWarning, load, load_params, save)
 
 CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8)
 
@@ -271,7 +276,7 @@ def test_safetensors_file_that_is_not_ours(tmp_path):
     ("[1, 2]", "should be a JSON object"),
     (good_header(format="something-else"), "format 'something-else', expected "
                                             "'transformer-explorer-checkpoint'"),
-    (good_header(version=99), "version 99; this explorer reads versions 1..1"),
+    (good_header(version=99), "version 99; this explorer reads versions 1..2"),
     (good_header(config=None), "no model config"),
     (good_header(config=dict(CONFIG.to_dict(), n_head=3)), "n_embd \\(16\\) must be divisible"),
     (good_header(config={"n_layer": 2}), "missing"),
@@ -388,3 +393,184 @@ def test_stale_temporary_files_are_removed_by_the_next_save_or_load(tmp_path):
     stale.write_bytes(b"half a checkpoint")
     save(random_model(), target)
     assert not stale.exists() and in_progress.exists()
+
+
+# --------------------------------------------------------------------------- integrity
+def tensor_span(path, name):
+    """(first, last + 1) byte of tensor `name`'s data in a safetensors file."""
+    with open(path, "rb") as f:
+        data = f.read()
+    n = int.from_bytes(data[:8], "little")
+    begin, end = json.loads(data[8:8 + n])[name]["data_offsets"]
+    return 8 + n + begin, 8 + n + end
+
+
+def overwrite(path, offset, new_bytes):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(new_bytes)
+
+
+def load_quietly(path):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ckpt = load(path)
+    return ckpt, [w for w in caught if issubclass(w.category, NoChecksumWarning)]
+
+
+def test_every_tensor_has_a_sha256_checksum_of_its_bytes(tmp_path):
+    trainer = FakeTrainer(random_model())
+    save(trainer, tmp_path / "t.safetensors")
+    with safetensors.safe_open(tmp_path / "t.safetensors", framework="np") as f:
+        checksums = json.loads(f.metadata()[METADATA_KEY])["checksums"]
+        assert checksums["algorithm"] == "sha256"
+        assert sorted(checksums["tensors"]) == sorted(f.keys())
+        assert "optimizer.adamw.m" in checksums["tensors"]
+        for name in f.keys():  # noqa: SIM118 (safe_open is not a dict)
+            start, end = tensor_span(tmp_path / "t.safetensors", name)
+            raw = (tmp_path / "t.safetensors").read_bytes()[start:end]
+            assert checksums["tensors"][name] == hashlib.sha256(raw).hexdigest(), name
+    ckpt, warned = load_quietly(tmp_path / "t.safetensors")
+    assert warned == []
+    assert_same_params(ckpt.model, trainer.model)
+
+
+@pytest.mark.parametrize("name", ["wte", "blocks.1.mlp.fc.weight", "ln_f.bias", "optimizer.adamw.v"])
+def test_a_flipped_bit_in_a_tensor_is_an_error_naming_the_file_and_tensor(tmp_path, name):
+    path = tmp_path / "t.safetensors"
+    save(FakeTrainer(random_model()), path)
+    start, end = tensor_span(path, name)
+    middle = (start + end) // 2
+    byte = path.read_bytes()[middle]
+    overwrite(path, middle, bytes([byte ^ 0x01]))   # one bit of one value
+    message = f"{path} is corrupt: tensor '{name}' does not match its sha256 checksum"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load(path)
+
+
+def test_nan_bytes_written_into_a_file_fail_the_checksum(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save(random_model(), path)
+    start, _ = tensor_span(path, "blocks.0.attn.qkv.weight")
+    overwrite(path, start + 4 * 5, np.array([np.nan], "<f4").tobytes())
+    with pytest.raises(ValueError, match="tensor 'blocks.0.attn.qkv.weight' does not match"):
+        load(path)
+
+
+def test_nan_and_inf_in_saved_weights_are_refused(tmp_path):
+    model = random_model()
+    model.params["wte"][3, 5] = np.nan
+    model.params["wte"][4, 0] = -np.inf
+    save(model, tmp_path / "m.safetensors")   # the checksums match: the values are what was saved
+    message = ("tensor 'wte' holds 2 non-finite values (1 NaN, 1 infinite) out of 592, "
+               "the first at index (3, 5)")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load(tmp_path / "m.safetensors")
+
+
+def test_nan_in_optimizer_state_is_refused(tmp_path):
+    trainer = FakeTrainer(random_model())
+    trainer.v[10] = np.inf
+    save(trainer, tmp_path / "t.safetensors")
+    with pytest.raises(ValueError, match=re.escape("tensor 'optimizer.adamw.v' holds 1 "
+                                                   "non-finite values (0 NaN, 1 infinite)")):
+        load(tmp_path / "t.safetensors")
+
+
+def version_1_file(path, trainer):
+    """A checkpoint as explorer wrote them before checksums (format version 1)."""
+    tensors = params_of(trainer.model)
+    tensors.update({"optimizer.adamw.m": trainer.m, "optimizer.adamw.v": trainer.v})
+    write_raw(path, tensors, good_header(version=1, step=7, trainer={"step": 7}))
+
+
+def test_version_1_file_without_checksums_loads_with_one_warning(tmp_path):
+    trainer = FakeTrainer(random_model())
+    version_1_file(tmp_path / "v1.safetensors", trainer)
+    ckpt, warned = load_quietly(tmp_path / "v1.safetensors")
+    assert_same_params(ckpt.model, trainer.model)
+    np.testing.assert_array_equal(ckpt.optimizer_arrays["adamw.v"], trainer.v)
+    assert len(warned) == 1   # one for the file, not one per tensor
+    assert f"{tmp_path / 'v1.safetensors'} is a version-1 checkpoint" in str(warned[0].message)
+    assert "without verifying" in str(warned[0].message)
+
+
+def test_version_1_file_with_nan_bytes_is_refused(tmp_path):
+    path = tmp_path / "v1.safetensors"
+    version_1_file(path, FakeTrainer(random_model()))
+    start, _ = tensor_span(path, "optimizer.adamw.m")
+    overwrite(path, start + 4 * 3, np.array([np.nan], "<f4").tobytes())
+    message = (f"{path}: tensor 'optimizer.adamw.m' holds 1 non-finite values (1 NaN, "
+               f"0 infinite) out of")
+    with pytest.raises(ValueError, match=re.escape(message) + ".*first at index \\(3,\\)"):
+        load_quietly(path)
+
+
+@pytest.mark.parametrize("checksums, message", [
+    (None, "is corrupt: a version-2 checkpoint has a 'checksums' entry"),
+    ({"algorithm": "sha256", "tensors": "abc"}, "is corrupt: a version-2 checkpoint has"),
+    ({"algorithm": "md5", "tensors": {}}, "checksum algorithm 'md5'; this explorer verifies"),
+    ({"algorithm": "sha256", "tensors": {"wpe": "0" * 64}},
+     r"tensors without a checksum: \['blocks.0.attn.proj.bias', .*\] \(27\)"),
+])
+def test_version_2_file_with_missing_or_strange_checksums(tmp_path, checksums, message):
+    path = tmp_path / "m.safetensors"
+    write_raw(path, params_of(random_model()), good_header(version=2, checksums=checksums))
+    with pytest.raises(ValueError, match=message):
+        load(path)
+
+
+def test_checksum_of_a_tensor_the_file_does_not_hold(tmp_path):
+    path = tmp_path / "m.safetensors"
+    save(random_model(), path)
+    with safetensors.safe_open(path, framework="np") as f:
+        header = json.loads(f.metadata()[METADATA_KEY])
+    header["checksums"]["tensors"]["optimizer.adamw.m"] = "0" * 64
+    write_raw(path, params_of(random_model()), header)
+    with pytest.raises(ValueError, match=r"checksums of tensors it does not hold: "
+                                         r"\['optimizer.adamw.m'\]"):
+        load(path)
+
+
+def peak_bytes_of(call):
+    """Peak memory NumPy and Python allocate during call() (NumPy reports to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+@pytest.mark.parametrize("claim, message", [
+    # 64 GB of params: a MemoryError if the model is built
+    ({"vocab_size": 10**9}, "'wte' has shape (37, 16), expected (1000000000, 16)"),
+    # 64 MB, which fits, but must not be allocated and initialised before the check fails
+    ({"vocab_size": 10**6}, "'wte' has shape (37, 16), expected (1000000, 16)"),
+    # 1.2 million parameter names, 1.3 GB of params
+    ({"n_layer": 10**5}, "has 1200004 parameter tensors, but only 28 were found"),
+])
+def test_config_claiming_a_huge_model_fails_before_allocating_it(tmp_path, claim, message):
+    path = tmp_path / "m.safetensors"
+    write_raw(path, params_of(random_model()), good_header(config=dict(CONFIG.to_dict(), **claim)))
+
+    def attempt():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            load(path)
+    assert peak_bytes_of(attempt) < 4 * 2**20
+
+
+def write_safetensors_bytes(path, header, data=b""):
+    text = json.dumps(header).encode()
+    path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+
+
+def test_header_whose_shape_disagrees_with_its_data_is_refused_before_reading(tmp_path):
+    path = tmp_path / "m.safetensors"
+    write_safetensors_bytes(path, {"wte": {"dtype": "F32", "shape": [10**9, 16],
+                                           "data_offsets": [0, 8]}}, b"\0" * 8)
+    with pytest.raises(ValueError, match=re.escape("tensor 'wte' is float32 of shape "
+                                                   "(1000000000, 16), 64000000000 bytes, but its "
+                                                   "data_offsets span 8")):
+        load(path)

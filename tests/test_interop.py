@@ -2,6 +2,9 @@
 transformers' GPT2LMHeadModel (logits, loss and every gradient), and errors."""
 import json
 import os
+import re
+import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -11,9 +14,13 @@ from explorer import GPT, GPTConfig
 from explorer.hf import (explorer_name, from_hf_state_dict, hf_config, hf_name, load_hf, save_hf,
                          to_hf_state_dict)
 from explorer import llmc
+from explorer.checkpoint import NoChecksumWarning
 from explorer.llmc import MAGIC, load_llmc, padded_vocab_size, read_llmc_header, save_llmc
 
 CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8)
+# every HF folder and llm.c file loads with one NoChecksumWarning; the tests about that
+# warning record it themselves (no_checksum_warnings), the others need not repeat it
+pytestmark = pytest.mark.filterwarnings("ignore::explorer.checkpoint.NoChecksumWarning")
 
 
 def random_model(config, seed=0, strong=False):
@@ -126,6 +133,20 @@ def write_hub_folder(folder, model):
         json.dump(hub_gpt2_config(model.config), f)
 
 
+def write_sharded_folder(folder, model, index=None):
+    """An HF folder with the weights in two shards and an index (by default, a correct one)."""
+    hf = to_hf_state_dict(model.params)
+    keys = sorted(hf)
+    shards = {"model-00001-of-00002.safetensors": keys[:10],
+              "model-00002-of-00002.safetensors": keys[10:]}
+    for shard, names in shards.items():
+        safetensors.numpy.save_file({k: hf[k] for k in names}, str(folder / shard))
+    if index is None:
+        index = {"weight_map": {k: shard for shard, names in shards.items() for k in names}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    (folder / "config.json").write_text(json.dumps(hf_config(model.config)))
+
+
 def test_load_hf_reads_the_hub_layout(tmp_path):
     model = random_model(CONFIG)
     write_hub_folder(tmp_path / "gpt2", model)
@@ -134,15 +155,10 @@ def test_load_hf_reads_the_hub_layout(tmp_path):
 
 def test_load_hf_reads_sharded_checkpoints(tmp_path):
     model = random_model(CONFIG)
-    hf = to_hf_state_dict(model.params)
-    keys = sorted(hf)
-    shards = {"model-00001-of-00002.safetensors": keys[:10],
-              "model-00002-of-00002.safetensors": keys[10:]}
-    for shard, names in shards.items():
-        safetensors.numpy.save_file({k: hf[k] for k in names}, str(tmp_path / shard))
-    index = {"weight_map": {k: shard for shard, names in shards.items() for k in names}}
-    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
-    (tmp_path / "config.json").write_text(json.dumps(hf_config(CONFIG)))
+    write_sharded_folder(tmp_path, model)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model-00001-of-00002.safetensors",
+                                            "model-00002-of-00002.safetensors",
+                                            "model.safetensors.index.json"]
     assert_same_params(load_hf(tmp_path), model)
 
 
@@ -391,3 +407,121 @@ def test_failed_save_llmc_leaves_the_old_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_llmc(random_model(CONFIG, seed=2), path)
     assert path.read_bytes() == old and os.listdir(tmp_path) == ["m.bin"]
+
+
+# --------------------------------------------------------------------------- integrity
+def no_checksum_warnings(load, *args):
+    """(what load(*args) returns, the NoChecksumWarnings it gave), every warning recorded."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = load(*args)
+    return result, [w for w in caught if issubclass(w.category, NoChecksumWarning)]
+
+
+def peak_bytes_of(call):
+    """Peak memory NumPy and Python allocate during call() (NumPy reports to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_load_llmc_warns_once_that_there_is_no_checksum(tmp_path):
+    model = random_model(CONFIG)
+    save_llmc(model, tmp_path / "m.bin")
+    loaded, warned = no_checksum_warnings(load_llmc, tmp_path / "m.bin")
+    assert_same_params(loaded, model)
+    assert len(warned) == 1   # one per file, not one per tensor
+    assert f"{tmp_path / 'm.bin'} is an llm.c checkpoint" in str(warned[0].message)
+
+
+@pytest.mark.parametrize("header", [
+    {"h3": 2 * 10**9, "h7": 2 * 10**9},  # V: 60 GiB of wte, a MemoryError if allocated
+    {"h3": 10**6, "h7": 10**6},     # 64 MB: fits, but must not be allocated before the check
+    {"h4": 10**5},                  # L: 1.2 million parameter names, 1.3 GB
+])
+def test_load_llmc_header_claiming_a_huge_model_says_truncated_without_allocating(tmp_path, header):
+    save_llmc(random_model(CONFIG), tmp_path / "good.bin")
+    write_with_header(tmp_path / "1kb.bin", (tmp_path / "good.bin").read_bytes()[:1024], **header)
+
+    def attempt():
+        with pytest.raises(ValueError, match="1kb.bin is truncated: a version-3 file of"):
+            load_llmc(tmp_path / "1kb.bin")
+    assert peak_bytes_of(attempt) < 4 * 2**20
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_load_llmc_refuses_non_finite_weights(tmp_path, version):
+    model = random_model(CONFIG)
+    model.params["blocks.1.attn.qkv.weight"][7, 3] = np.nan
+    model.params["blocks.1.attn.qkv.weight"][9, 0] = np.inf
+    (tmp_path / "nan.bin").write_bytes(llmc_bytes(model, version=version))
+    message = (f"{tmp_path / 'nan.bin'}: tensor 'blocks.1.attn.qkv.weight' holds 2 non-finite "
+               f"values (1 NaN, 1 infinite) out of 768, the first at index (7, 3)")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_llmc(tmp_path / "nan.bin")
+
+
+@pytest.mark.parametrize("layout", ["save_hf", "hub", "sharded"])
+def test_load_hf_warns_once_per_call_that_there_is_no_checksum(tmp_path, layout):
+    model = random_model(CONFIG)
+    folder = tmp_path / "gpt2"
+    if layout == "save_hf":
+        save_hf(model, folder)
+    elif layout == "hub":
+        write_hub_folder(folder, model)
+    else:
+        folder.mkdir()
+        write_sharded_folder(folder, model)
+    for _ in range(2):
+        loaded, warned = no_checksum_warnings(load_hf, folder)
+        assert_same_params(loaded, model)
+        assert len(warned) == 1   # one per call, not per tensor or per shard
+        assert f"{folder} is a Hugging Face folder" in str(warned[0].message)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"vocab_size": 10**9}, "'wte' has shape (37, 16), expected (1000000000, 16)"),   # 64 GB
+    ({"vocab_size": 10**6}, "'wte' has shape (37, 16), expected (1000000, 16)"),      # 64 MB
+    ({"n_layer": 10**5}, "has 1200004 parameter tensors, but only 28 were found"),   # 1.3 GB
+])
+def test_load_hf_config_claiming_a_huge_model_fails_before_allocating_it(tmp_path, change,
+                                                                          message):
+    save_hf(random_model(CONFIG), tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps(dict(config, **change)))
+
+    def attempt():
+        with pytest.raises(ValueError, match=re.escape(f"the weights in {tmp_path} do not match "
+                                                       f"its config.json") + ".*"
+                                             + re.escape(message)):
+            load_hf(tmp_path)
+    assert peak_bytes_of(attempt) < 4 * 2**20
+
+
+def test_load_hf_refuses_non_finite_weights(tmp_path):
+    model = random_model(CONFIG)
+    model.params["blocks.0.mlp.fc.weight"][5, 2] = np.nan   # (out, in): HF stores it (in, out)
+    save_hf(model, tmp_path)
+    message = (f"{tmp_path / 'model.safetensors'}: tensor 'transformer.h.0.mlp.c_fc.weight' "
+               f"holds 1 non-finite values (1 NaN, 0 infinite) out of 1024, the first at index "
+               f"(2, 5)")
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_hf(tmp_path)
+
+
+@pytest.mark.parametrize("index, message", [
+    ({"metadata": {"total_size": 1}}, (r"has no \"weight_map\" \(it has \['metadata'\]\); "
+                                       r"expected a \"weight_map\" object \{tensor name: "
+                                       r"shard file name\}")),
+    ([1, 2], r"has no \"weight_map\" \(it has list\)"),
+    ({"weight_map": ["model-00001-of-00002.safetensors"]}, r"\"weight_map\" is \['model-0"),
+])
+def test_load_hf_index_without_a_weight_map(tmp_path, index, message):
+    write_sharded_folder(tmp_path, random_model(CONFIG), index=index)
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "model.safetensors.index.json"))
+                       + ".*" + message):
+        load_hf(tmp_path)
