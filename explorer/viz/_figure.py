@@ -47,7 +47,8 @@ const SETTLED_MS = 2500;
 // figures the kernel has counted, when that count last grew, and which have loaded their module;
 // and plotly's module, imported once per source.
 function page() {
-  return (globalThis[PAGE] ??= { kernels: new Map(), modules: new Map(), changed: new EventTarget() });
+  return (globalThis[PAGE] ??= { kernels: new Map(), modules: new Map(), changed: new EventTarget(),
+                                 msUntilQuiet });
 }
 
 function kernel(codeId) {
@@ -82,24 +83,55 @@ function plotlyCode(model) {
   });
 }
 
-// Resolves once no counted figure is still loading its module (or it has had its chance).
-async function noFigureLoading() {
+// How long until no counted figure can still be loading: 0 once each has loaded, or has had
+// SETTLED_MS since the count last grew (anywidget has decided it, whether it loaded or not).
+function msUntilQuiet() {
+  const now = performance.now();
+  let wait = 0;
+  for (const state of page().kernels.values()) {
+    if (state.loaded.size < state.counted) wait = Math.max(wait, state.countedAt + SETTLED_MS - now);
+  }
+  return wait;
+}
+
+function untilQuiet() {
+  return new Promise((resolve) => {
+    const check = () => {
+      const wait = msUntilQuiet();
+      if (wait > 0) return void (timer = setTimeout(check, wait));
+      page().changed.removeEventListener("change", onChange);
+      resolve();
+    };
+    const onChange = () => { clearTimeout(timer); check(); };
+    let timer;
+    page().changed.addEventListener("change", onChange);
+    check();
+  });
+}
+
+function moduleUrl(source) {
+  return URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+}
+
+// Evaluated in the same task as plotly's module, just before it: a figure counted since
+// untilQuiet() resolved (import() takes a few tasks) stops the import before plotly runs.
+const NOT_QUIET = "explorer: a figure is still loading";
+const GATE_JS = `if (globalThis[Symbol.for("transformer-explorer.plotly-page")].msUntilQuiet() > 0)
+  throw new Error("${NOT_QUIET}");`;
+
+async function importWhenQuiet(url) {
   for (;;) {
-    const now = performance.now();
-    let wait = 0;
-    for (const state of page().kernels.values()) {
-      if (state.loaded.size < state.counted) wait = Math.max(wait, state.countedAt + SETTLED_MS - now);
+    await untilQuiet();
+    const gate = moduleUrl(GATE_JS);
+    const entry = moduleUrl(`import "${gate}";\nexport * from "${url}";\nexport { default } from "${url}";`);
+    try {
+      return await import(entry);
+    } catch (error) {
+      if (!String(error?.message).includes(NOT_QUIET)) throw error;
+    } finally {
+      URL.revokeObjectURL(gate);
+      URL.revokeObjectURL(entry);
     }
-    if (wait <= 0) return;
-    await new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        page().changed.removeEventListener("change", done);
-        resolve();
-      };
-      const timer = setTimeout(done, wait);
-      page().changed.addEventListener("change", done);
-    });
   }
 }
 
@@ -108,13 +140,13 @@ async function noFigureLoading() {
 function plotlyModule(source) {
   const modules = page().modules;
   if (!modules.has(source)) {
-    const url = URL.createObjectURL(new Blob([source], { type: "text/javascript" }));
+    const url = moduleUrl(source);
     const link = Object.assign(document.createElement("link"), { rel: "modulepreload", href: url });
     const fetched = new Promise((resolve) => {
       link.onload = link.onerror = resolve;   // on error, import() below reports it
     });
     document.head.append(link);
-    modules.set(source, fetched.then(noFigureLoading).then(() => import(url)).finally(() => {
+    modules.set(source, fetched.then(() => importWhenQuiet(url)).finally(() => {
       link.remove();
       URL.revokeObjectURL(url);
     }));
