@@ -4,7 +4,13 @@ import comm
 import plotly.graph_objects as go
 import pytest
 
-from explorer.viz._figure import REDRAW, SEND_STATE, FigureWidget
+from explorer.viz._figure import (
+    REDRAW,
+    SEND_STATE,
+    FigureWidget,
+    plotly_code,
+    reset_plotly_code,
+)
 
 
 @pytest.fixture
@@ -17,15 +23,38 @@ def sent(monkeypatch):
             messages.append((msg_type, data or {}))
 
     monkeypatch.setattr(comm, "create_comm", lambda **kwargs: RecordingComm(**kwargs))
-    return messages
+    reset_plotly_code()   # a PlotlyCode opened through the recording comm
+    yield messages
+    reset_plotly_code()
 
 
-def test_each_figure_ships_a_small_module_and_plotly_as_a_string(sent):
+def _opened(sent):
+    """The state of every widget opened, in order."""
+    return [data["state"] for kind, data in sent if kind == "comm_open"]
+
+
+def test_plotly_travels_once_per_kernel_and_each_figure_ships_a_small_module(sent):
     FigureWidget(go.Scatter(y=[1, 2]))
-    [(kind, data)] = [m for m in sent if m[0] == "comm_open"]
-    state = data["state"]
-    assert len(state["_esm"]) < 10_000, f"the per-figure module is {len(state['_esm'])} characters"
-    assert state["_plotly_esm"] == str(go.FigureWidget._esm), "plotly's own widget module must travel"
+    FigureWidget(go.Scatter(y=[3, 4]))
+    code, *figures = _opened(sent)
+    assert code["source"] == str(go.FigureWidget._esm), "plotly's own widget module must travel"
+    assert len(figures) == 2 and all(len(f["_esm"]) < 10_000 for f in figures), \
+        f"per-figure modules of {[len(f['_esm']) for f in figures]} characters"
+    assert not any("source" in f or "_plotly_esm" in f for f in figures), "plotly's code travels once"
+    assert {f["_plotly_code"] for f in figures} == {plotly_code().model_id}, "each names the one PlotlyCode"
+
+
+def test_a_figure_is_counted_before_its_model_exists(sent):
+    """The page holds plotly's import until every counted figure has loaded: the count must
+    reach the browser before the figure's model is created (its comm_open)."""
+    for number in (1, 2):
+        FigureWidget()
+        counts = [i for i, (kind, data) in enumerate(sent)
+                  if data.get("method") == "update" and data["state"].get("figures") == number]
+        opens = [i for i, (kind, data) in enumerate(sent)
+                 if kind == "comm_open" and data["state"].get("_figure_number") == number]
+        assert counts and opens and counts[0] < opens[0], \
+            f"figure {number}: count sent at {counts}, model opened at {opens}: {[m[0] for m in sent]}"
 
 
 def test_the_browser_gets_the_full_current_state_then_a_redraw(sent):
