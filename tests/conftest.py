@@ -3,6 +3,8 @@
 # torch load their OpenMP/BLAS libraries. Imported after torch, every kernel call and torch
 # op here ran ~20-40x slower (threads of one pool spinning while the other computes).
 import explorer  # noqa: F401  (isort: skip)
+import tracemalloc
+
 import numpy as np
 import pytest
 
@@ -32,3 +34,29 @@ def random_gpt():
     def make(seed=0, **config):
         return randomize_params(GPT(GPTConfig(**config)), seed)
     return make
+
+
+def snapshot(trainer):
+    """What a failed step or restore must leave bitwise as it was."""
+    return (trainer.model.flat_params.copy(), trainer.m.copy(), trainer.v.copy(),
+            trainer.step_count, trainer.rng.bit_generator.state)
+
+
+def assert_unchanged(trainer, before):
+    params, m, v, step, rng_state = before
+    np.testing.assert_array_equal(trainer.model.flat_params, params)
+    np.testing.assert_array_equal(trainer.m, m)
+    np.testing.assert_array_equal(trainer.v, v)
+    assert trainer.step_count == step
+    assert trainer.rng.bit_generator.state == rng_state
+
+
+def peak_bytes_of(call):
+    """Peak memory NumPy and Python allocate during call() (NumPy reports to tracemalloc)."""
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak

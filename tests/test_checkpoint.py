@@ -4,13 +4,13 @@ import hashlib
 import json
 import os
 import re
-import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 import safetensors.numpy
 
+from conftest import assert_unchanged, peak_bytes_of, snapshot
 from explorer import GPT, GPTConfig
 from explorer.checkpoint import (FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, Checkpoint,
                                  NoChecksumWarning, load, load_params, save)
@@ -322,19 +322,6 @@ def _trained(tmp_path):
     return trainer
 
 
-def _state(trainer):
-    return (trainer.model.flat_params.copy(), trainer.m.copy(), trainer.v.copy(),
-            trainer.step_count, trainer.rng.bit_generator.state)
-
-
-def _assert_state(trainer, state):
-    params, m, v, step, rng = state
-    np.testing.assert_array_equal(trainer.model.flat_params, params)
-    np.testing.assert_array_equal(trainer.m, m)
-    np.testing.assert_array_equal(trainer.v, v)
-    assert trainer.step_count == step and trainer.rng.bit_generator.state == rng
-
-
 def _good_checkpoint(tmp_path):
     donor = _trained(tmp_path)
     for _ in range(2):
@@ -358,20 +345,20 @@ def test_failed_restore_leaves_the_trainer_untouched(tmp_path, spoil, message):
     ckpt = _good_checkpoint(tmp_path)
     spoil(ckpt)
     trainer = _trained(tmp_path)
-    before = _state(trainer)
+    before = snapshot(trainer)
     with pytest.raises(ValueError, match=message) as error:
         ckpt.restore(trainer)
     assert "good.safetensors" in str(error.value)       # the error names the file
-    _assert_state(trainer, before)
+    assert_unchanged(trainer, before)
 
 
 def test_model_only_file_cannot_resume_a_trainer(tmp_path):
     save(random_model(seed=4), tmp_path / "m.safetensors")
     trainer = _trained(tmp_path)
-    before = _state(trainer)
+    before = snapshot(trainer)
     with pytest.raises(ValueError, match=r"m\.safetensors holds a model only"):
         load(tmp_path / "m.safetensors").restore(trainer)
-    _assert_state(trainer, before)
+    assert_unchanged(trainer, before)
 
 
 def test_stale_temporary_files_are_removed_by_the_next_save_or_load(tmp_path):
@@ -530,17 +517,6 @@ def test_checksum_of_a_tensor_the_file_does_not_hold(tmp_path):
     with pytest.raises(ValueError, match=r"checksums of tensors it does not hold: "
                                          r"\['optimizer.adamw.m'\]"):
         load(path)
-
-
-def peak_bytes_of(call):
-    """Peak memory NumPy and Python allocate during call() (NumPy reports to tracemalloc)."""
-    tracemalloc.start()
-    try:
-        call()
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return peak
 
 
 @pytest.mark.parametrize("claim, message", [

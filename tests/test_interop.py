@@ -3,13 +3,13 @@ transformers' GPT2LMHeadModel (logits, loss and every gradient), and errors."""
 import json
 import os
 import re
-import tracemalloc
 import warnings
 
 import numpy as np
 import pytest
 import safetensors.numpy
 
+from conftest import peak_bytes_of
 from explorer import GPT, GPTConfig
 from explorer.hf import (explorer_name, from_hf_state_dict, hf_config, hf_name, load_hf, save_hf,
                          to_hf_state_dict)
@@ -416,17 +416,6 @@ def no_checksum_warnings(load, *args):
         warnings.simplefilter("always")
         result = load(*args)
     return result, [w for w in caught if issubclass(w.category, NoChecksumWarning)]
-
-
-def peak_bytes_of(call):
-    """Peak memory NumPy and Python allocate during call() (NumPy reports to tracemalloc)."""
-    tracemalloc.start()
-    try:
-        call()
-    finally:
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-    return peak
 
 
 def test_load_llmc_warns_once_that_there_is_no_checksum(tmp_path):

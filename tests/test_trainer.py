@@ -8,7 +8,7 @@ import torch
 
 from explorer import GPT, GPTConfig, Trainer, kernels
 from explorer.trainer import learning_rate, TrainConfig
-from conftest import randomize_params
+from conftest import assert_unchanged, randomize_params, snapshot
 from torch_gpt2 import TorchGPT2, explorer_name_of, load_explorer_params, relative_error
 
 
@@ -82,20 +82,6 @@ def test_learning_rate_schedule():
     assert learning_rate(9, cfg) == pytest.approx(0.55)   # half way down the cosine
     assert learning_rate(14, cfg) == pytest.approx(0.1)
     assert learning_rate(100, cfg) == pytest.approx(0.1)
-
-
-def snapshot(trainer):
-    return (trainer.model.flat_params.copy(), trainer.m.copy(), trainer.v.copy(),
-            trainer.step_count, trainer.rng.bit_generator.state)
-
-
-def assert_unchanged(trainer, before):
-    params, m, v, step, rng_state = before
-    np.testing.assert_array_equal(trainer.model.flat_params, params)
-    np.testing.assert_array_equal(trainer.m, m)
-    np.testing.assert_array_equal(trainer.v, v)
-    assert trainer.step_count == step
-    assert trainer.rng.bit_generator.state == rng_state
 
 
 def test_failing_kernel_leaves_trainer_unchanged():
