@@ -8,7 +8,7 @@ explorer's matmul kernels pass to NumPy, and, for comparison, with PyTorch's mat
 BLAS, MKL on x86 wheels). Each library runs in its own process with its own thread settings;
 rounds alternate the two. The sum over one step's products is a floor for the step time of
 any implementation that uses that library for its products, and F / floor is the highest
-share of the GEMM peak a step could reach (F as in explorer/bench.py).
+share of the GEMM peak a step could reach (F as in explorer/lab/bench.py).
 
 The products here run with warm caches, one after another; inside a real step their inputs
 come from other kernels, so the floor is optimistic.
@@ -74,7 +74,7 @@ def worker(lib, config, repeats):
     else:
         import torch
 
-    from explorer.bench import BenchConfig, usable_cores
+    from explorer.lab.bench import BenchConfig, usable_cores
 
     if lib == "torch":
         torch.set_num_threads(usable_cores())
@@ -96,14 +96,14 @@ def worker(lib, config, repeats):
 
 def _run(lib, config, repeats):
     """One worker process; PyTorch's runs without explorer's thread settings, as in the bench."""
-    from explorer.bench import _run_worker, _torch_env
+    from explorer.lab.bench import _run_worker, _torch_env
 
     cmd = [sys.executable, __file__, "--worker", json.dumps({"lib": lib, "config": config, "repeats": repeats})]
     return _run_worker(cmd, env=_torch_env() if lib == "torch" else None)
 
 
 def main(argv=None):
-    from explorer.bench import RESULT_MARK, get_config, measure_gemm_peak, step_flops, torch_available
+    from explorer.lab.bench import RESULT_MARK, get_config, measure_gemm_peak, step_flops, torch_available
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", default="tiny,small,124m")
@@ -127,9 +127,10 @@ def main(argv=None):
                 runs[lib].append(_run(lib, asdict(cfg), args.repeats))
         flops = step_flops(cfg)
         print(f"\n{name}: F = {flops / 1e9:.2f} GFLOP per step; products (medians over {args.rounds} processes)")
-        print(f"  {'product':<20} {'m':>6} {'k':>6} {'n':>6} {'x/step':>6} " + " ".join(f"{lib + ' GF/s':>11}" for lib in libs))
+        header = " ".join(f"{lib + ' GF/s':>11}" for lib in libs)
+        print(f"  {'product':<20} {'m':>6} {'k':>6} {'n':>6} {'x/step':>6} " + header)
         floor = {lib: 0.0 for lib in libs}
-        for pname, m, k, n, how, count in products(cfg):
+        for pname, m, k, n, _how, count in products(cfg):
             rates = []
             for lib in libs:
                 s = statistics.median(run[pname] for run in runs[lib])
@@ -137,8 +138,9 @@ def main(argv=None):
                 rates.append(f"{2 * m * k * n / s / 1e9:>11.1f}")
             print(f"  {pname:<20} {m:>6} {k:>6} {n:>6} {count:>6} " + " ".join(rates))
         for lib in libs:
+            rate = flops / floor[lib] / 1e9
             print(f"  {lib}: all products of a step {floor[lib] * 1e3:.1f} ms; a step that took only that "
-                  f"would run at {flops / floor[lib] / 1e9:.1f} GFLOP/s = {100 * flops / floor[lib] / 1e9 / peak:.0f}% of peak")
+                  f"would run at {rate:.1f} GFLOP/s = {100 * rate / peak:.0f}% of peak")
     return 0
 
 

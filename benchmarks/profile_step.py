@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import explorer  # noqa: E402  (first: sets thread settings before numpy loads)
 from explorer import kernels  # noqa: E402
-from explorer.bench import _make_trainer, get_config, write_json  # noqa: E402
+from explorer.lab.bench import _make_trainer, get_config, write_json  # noqa: E402
 
 
 def _timing_wrapper(name, fn, log):

@@ -17,9 +17,9 @@ import time
 import numpy as np
 
 from explorer import GPT, GPTConfig, Trainer, kernels
-from explorer.bench import CONFIGS
 from explorer.kernels.adamw import count_nonfinite
-from explorer.trainer import interrupts_deferred
+from explorer.lab.bench import CONFIGS
+from explorer.train.trainer import interrupts_deferred
 
 
 class RandomTokens:

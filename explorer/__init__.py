@@ -1,21 +1,25 @@
 """Transformer Explorer: see and change how a GPT learns."""
-from . import _runtime  # noqa: F401  (must run before numpy/numba start their thread pools)
+# The thread-pool policy (explorer.kernels.runtime) must be set before NumPy or Numba start threads.
+from .kernels import runtime as _runtime  # noqa: F401
+
+# isort: split
 from . import kernels
-from .config import GPTConfig
-from .model import GPT
-from .trainer import TrainConfig, Trainer
+from .model import GPT, GPTConfig
+from .train import TrainConfig, Trainer
 
 # The rest loads on first use (PEP 562), so that `import explorer` + a first training step stays
 # quick: checkpoints, formats, data, tokenizers, presets and the kernel lab add ~0.2 s of imports.
 _LAZY = {
-    "checkpoint": ["Checkpoint", "load", "load_params", "save"],
-    "hf": ["from_hf_state_dict", "load_hf", "save_hf", "to_hf_state_dict"],
-    "llmc": ["load_llmc", "save_llmc"],
+    "io": ["Checkpoint", "load", "load_params", "save",
+           "from_hf_state_dict", "load_hf", "save_hf", "to_hf_state_dict",
+           "load_llmc", "save_llmc"],
     "data": ["TextDataset", "load_text", "make_task", "text_dataset"],
     "tokenizers": ["BPETokenizer", "CharTokenizer", "GPT2Tokenizer", "get_tokenizer",
                    "tokenizer_from_dict", "train_bpe"],
-    "presets": ["PRESETS", "get_preset"],
+    "train.presets": ["PRESETS", "get_preset"],
     "lab": ["KernelLab", "check_kernel"],
+    "viz": [],
+    "course": [],
 }
 _HOME = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -24,7 +28,7 @@ def __getattr__(name):
     """explorer.save, explorer.lab, ...: import the module that holds it on first use."""
     import importlib
 
-    if name in _LAZY:
+    if name in _LAZY and "." not in name:
         return importlib.import_module(f".{name}", __name__)
     if name in _HOME:
         value = getattr(importlib.import_module(f".{_HOME[name]}", __name__), name)
@@ -34,7 +38,7 @@ def __getattr__(name):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY) | set(_HOME))
+    return sorted(set(globals()) | {m for m in _LAZY if "." not in m} | set(_HOME))
 
 
 __all__ = ["GPT", "GPTConfig", "TrainConfig", "Trainer", "kernels",

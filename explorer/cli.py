@@ -50,7 +50,7 @@ def _non_negative_float(text):
 
 
 def _train(args):
-    from .runs import RunInterrupted, train_preset
+    from .train.runs import RunInterrupted, train_preset
     if args.resume is not None:
         given = [flag for flag, value in (("--preset", args.preset), ("--seed", args.seed),
                                           ("--sample-every", args.sample_every),
@@ -71,14 +71,14 @@ def _train(args):
 
 
 def _sample(args):
-    from .runs import sample_checkpoint
+    from .train.runs import sample_checkpoint
     print(sample_checkpoint(args.checkpoint, prompt=args.prompt, tokens=args.tokens,
                             temperature=args.temperature, top_k=args.top_k, seed=args.seed))
     return 0
 
 
 def _presets(args):
-    from .presets import PRESETS
+    from .train.presets import PRESETS
     for name, preset in PRESETS.items():
         print(f"{name:20s} {preset.description}")
     return 0
@@ -90,7 +90,7 @@ def _demo(args):
 
 
 def _bench(argv):
-    from .bench import main_bench
+    from .lab.bench import main_bench
     return main_bench(argv)
 
 

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .presets import get_preset
+from .train.presets import get_preset
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "demo.ipynb"
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explorer import GPT, GPTConfig, bench
+from explorer import GPT, GPTConfig
+from explorer.lab import bench
 
 ROOT = Path(__file__).resolve().parent.parent
 # a model small enough that each worker process is mostly Python start-up
@@ -90,8 +91,9 @@ def test_without_torch_the_bench_says_so_and_times_explorer(monkeypatch):
 def test_cli_writes_json(tmp_path):
     """The command line end to end, through the module's own entry point."""
     out = tmp_path / "bench.json"
-    done = subprocess.run([sys.executable, "-m", "explorer.bench", "--configs", "tiny", "--rounds", "1",
-                           "--steps", "1", "--warmup", "1", "--no-torch", "--no-startup", "--gemm-sizes", "256", "--json", str(out)],
+    done = subprocess.run([sys.executable, "-m", "explorer.lab.bench", "--configs", "tiny", "--rounds", "1",
+                           "--steps", "1", "--warmup", "1", "--no-torch", "--no-startup", "--gemm-sizes", "256",
+                           "--json", str(out)],
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr
     report = json.loads(out.read_text())

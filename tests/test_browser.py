@@ -33,13 +33,26 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from browser_helpers import (CHROMIUM, JupyterServer, VoilaServer, blank_figures, free_port,
-                             launch_chromium, open_notebook, output_containing, page_errors,
-                             page_problems, run_all_cells, shown_figures, wait_for_figures,
-                             wait_until_all_cells_ran, widgets_settled)
-from explorer.course import handout
+from browser_helpers import (
+    CHROMIUM,
+    JupyterServer,
+    VoilaServer,
+    blank_figures,
+    free_port,
+    launch_chromium,
+    open_notebook,
+    output_containing,
+    page_errors,
+    page_problems,
+    run_all_cells,
+    shown_figures,
+    wait_for_figures,
+    wait_until_all_cells_ran,
+    widgets_settled,
+)
 from notebook_helpers import NOTEBOOK_DIR, artifacts_dir, kernel_env, on_ci, time_limit_s
+
+from explorer.course import handout
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,19 @@ import warnings
 import numpy as np
 import pytest
 import safetensors.numpy
-
 from conftest import assert_unchanged, peak_bytes_of, snapshot
+
 from explorer import GPT, GPTConfig
-from explorer.checkpoint import (FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, Checkpoint,
-                                 NoChecksumWarning, load, load_params, save)
+from explorer.io.checkpoint import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    METADATA_KEY,
+    Checkpoint,
+    NoChecksumWarning,
+    load,
+    load_params,
+    save,
+)
 
 CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8)
 

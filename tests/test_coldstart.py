@@ -1,4 +1,4 @@
-"""The first run's compiling, split over two processes (explorer/coldstart.py)."""
+"""The first run's compiling, split over two processes (explorer/train/warmup.py)."""
 import json
 import os
 import subprocess
@@ -7,16 +7,18 @@ import sys
 import numpy as np
 import pytest
 
-from explorer import GPT, GPTConfig, Trainer, coldstart, kernels
-from explorer.bench import RandomTokens
+from explorer import GPT, GPTConfig, Trainer, kernels
+from explorer.lab.bench import RandomTokens
+from explorer.train import warmup as coldstart
 
 CONFIG = dict(n_layer=2, n_head=2, n_embd=16, vocab_size=23, block_size=8)
 
 SCRIPT = """
 import json, sys, numpy as np
 import explorer
-from explorer import GPT, GPTConfig, Trainer, coldstart
-from explorer.bench import RandomTokens
+from explorer import GPT, GPTConfig, Trainer
+from explorer.train import warmup as coldstart
+from explorer.lab.bench import RandomTokens
 from explorer.kernels import adamw, attention
 cfg = json.loads(sys.argv[1])
 trainer = Trainer(GPT(GPTConfig(**cfg), seed=0), RandomTokens(cfg["vocab_size"], 8), batch_size=2,
@@ -81,8 +83,8 @@ def test_import_explorer_leaves_the_optional_modules_for_later():
     """`import explorer` + a first step is timed in the bench (target 2 s); the modules a step
     does not need load on first use, and every public name still resolves."""
     script = ("import sys, explorer\n"
-              "eager = sorted(m for m in ('explorer.checkpoint', 'explorer.hf', 'explorer.llmc', "
-              "'explorer.data', 'explorer.tokenizers', 'explorer.presets', 'explorer.lab') if m in sys.modules)\n"
+              "eager = sorted(m for m in ('explorer.io.checkpoint', 'explorer.io.hf', 'explorer.io.llmc', "
+              "'explorer.data', 'explorer.tokenizers', 'explorer.train.presets', 'explorer.lab') if m in sys.modules)\n"
               "resolved = {name: getattr(explorer, name).__module__ for name in explorer.__all__ "
               "if hasattr(getattr(explorer, name), '__module__')}\n"
               "from explorer import save, KernelLab\n"
@@ -90,7 +92,7 @@ def test_import_explorer_leaves_the_optional_modules_for_later():
               "'load' in dir(explorer))\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["[]", "explorer.checkpoint", "explorer.lab.retrain", "explorer.lab", "True"]
+    assert done.stdout.split() == ["[]", "explorer.io.checkpoint", "explorer.lab.retrain", "explorer.lab", "True"]
     import explorer
     with pytest.raises(AttributeError, match="no_such_name"):
-        explorer.no_such_name
+        _ = explorer.no_such_name

@@ -10,11 +10,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from notebook_helpers import NOTEBOOK_DIR, error_outputs, execute_notebook, notebooks, time_limit_s
 
 from explorer import course
 from explorer.course import handout, registry
 from explorer.course.tokens import LEARN_CASES, byte_chunks, pair_counts
-from notebook_helpers import NOTEBOOK_DIR, error_outputs, execute_notebook, notebooks, time_limit_s
 
 
 def _exercise_cells(notebook):

@@ -10,7 +10,7 @@ go = pytest.importorskip("plotly.graph_objects")
 
 from explorer import GPT, GPTConfig, Trainer, kernels  # noqa: E402
 from explorer.data import make_task  # noqa: E402
-from explorer.runner import BackgroundTrainer  # noqa: E402
+from explorer.train.runner import BackgroundTrainer  # noqa: E402
 from explorer.viz import TrainingDashboard  # noqa: E402
 from explorer.viz._plotly import Throttle, decimate, decimation_stride, sync_saved_state  # noqa: E402
 

@@ -5,12 +5,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from explorer.trainer import learning_rate
-
-from explorer.data import (IGNORE_INDEX, TASKS, AddTask, RepeatTask, ReverseTask, SortTask,
-                           TextDataset, make_task, text_dataset, tokenize_cached)
-from explorer.presets import PRESETS, get_preset, make_dataset
-from explorer.tokenizers import CharTokenizer, train_bpe
+from explorer.data import (
+    IGNORE_INDEX,
+    TASKS,
+    AddTask,
+    RepeatTask,
+    ReverseTask,
+    SortTask,
+    TextDataset,
+    make_task,
+    text_dataset,
+    tokenize_cached,
+)
+from explorer.tokenizers import CharTokenizer
+from explorer.train.presets import PRESETS, get_preset, make_dataset
+from explorer.train.trainer import learning_rate
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shakespeare = pytest.mark.skipif(not (SHARED / "tinyshakespeare" / "input.txt").is_file(),
@@ -215,7 +224,7 @@ def test_task_option_errors():
 
 # --------------------------------------------------------------------- presets
 def test_every_preset_builds():
-    for name, preset in PRESETS.items():
+    for preset in PRESETS.values():
         if preset.data.get("corpus") and not (SHARED / "tinyshakespeare").is_dir():
             continue
         data, model, trainer = preset.build()

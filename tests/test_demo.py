@@ -8,9 +8,9 @@ import time
 import urllib.request
 
 import pytest
+from notebook_helpers import artifacts_dir, kernel_env, on_ci
 
 from explorer.demo import NOTEBOOK, demo_command
-from notebook_helpers import artifacts_dir, kernel_env, on_ci
 
 if not on_ci():
     pytest.importorskip("voila")

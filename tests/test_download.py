@@ -7,8 +7,7 @@ import threading
 
 import pytest
 
-from explorer.data import ChecksumError, DownloadError, fetch, load_text
-from explorer.data import corpora
+from explorer.data import ChecksumError, DownloadError, corpora, fetch, load_text
 
 CONTENT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50).encode()
 SHA = hashlib.sha256(CONTENT).hexdigest()

@@ -1,9 +1,9 @@
 """Sampling with the KV cache against full forward passes."""
 import numpy as np
 import pytest
+from conftest import randomize_params
 
 from explorer import GPT, GPTConfig
-from conftest import randomize_params
 
 CONFIG = GPTConfig(n_layer=2, n_head=4, n_embd=32, vocab_size=29, block_size=12)
 
@@ -32,7 +32,7 @@ def test_kv_cache_greedy_matches_full_forward(model, prompt_len):
 
 
 def test_kv_cache_logits_match_forward(model):
-    from explorer.generate import next_token_logits
+    from explorer.model.generate import next_token_logits
     idx = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (2, 9))
     last = next_token_logits(model, idx)
     logits, _ = model.forward(idx)

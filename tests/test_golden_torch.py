@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+from torch_gpt2 import golden_errors
 
 from explorer import GPTConfig, kernels
-from torch_gpt2 import golden_errors
 
 TOLERANCE = 1e-4
 

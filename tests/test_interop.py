@@ -8,19 +8,18 @@ import warnings
 import numpy as np
 import pytest
 import safetensors.numpy
-
 from conftest import peak_bytes_of
+
 from explorer import GPT, GPTConfig
-from explorer.hf import (explorer_name, from_hf_state_dict, hf_config, hf_name, load_hf, save_hf,
-                         to_hf_state_dict)
-from explorer import llmc
-from explorer.checkpoint import NoChecksumWarning
-from explorer.llmc import MAGIC, load_llmc, padded_vocab_size, read_llmc_header, save_llmc
+from explorer.io import llmc
+from explorer.io.checkpoint import NoChecksumWarning
+from explorer.io.hf import explorer_name, from_hf_state_dict, hf_config, hf_name, load_hf, save_hf, to_hf_state_dict
+from explorer.io.llmc import MAGIC, load_llmc, padded_vocab_size, read_llmc_header, save_llmc
 
 CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8)
 # every HF folder and llm.c file loads with one NoChecksumWarning; the tests about that
 # warning record it themselves (no_checksum_warnings), the others need not repeat it
-pytestmark = pytest.mark.filterwarnings("ignore::explorer.checkpoint.NoChecksumWarning")
+pytestmark = pytest.mark.filterwarnings("ignore::explorer.io.checkpoint.NoChecksumWarning")
 
 
 def random_model(config, seed=0, strong=False):
@@ -48,7 +47,7 @@ def assert_same_params(a, b):
 # --------------------------------------------------------------------------- HF names
 def test_every_param_maps_to_hf_and_back():
     model = random_model(CONFIG)
-    for name, shape in model.param_shapes:
+    for name, _shape in model.param_shapes:
         key, transposed = hf_name(name)
         assert key.startswith("transformer.")
         assert explorer_name(key) == (name, transposed)
@@ -322,7 +321,7 @@ def test_save_llmc_writes_llmc_layout_and_round_trips(tmp_path, config):
 
 
 def test_padded_vocab_size_and_gpt2_124M_size():
-    from explorer.config import param_shapes
+    from explorer.model.config import param_shapes
     assert padded_vocab_size(50257) == 50304
     # llm.c reports num_parameters: 124475904 for gpt2_124M.bin (wte padded to 50304 rows)
     gpt2 = GPTConfig()

@@ -13,10 +13,10 @@ import pytest
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from torch_gpt2 import golden_errors
 
 from explorer import kernels
 from explorer.kernels import reference as ref
-from torch_gpt2 import golden_errors
 
 FLOAT32_TOLERANCE = 1e-5    # float32 kernel vs float64 reference; observed worst ~1e-6
 FD_TOLERANCE = 1e-6         # float64 reference backward vs central differences; observed ~1e-9

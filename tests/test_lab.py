@@ -21,7 +21,7 @@ from numba import prange
 from explorer import kernels
 from explorer.kernels import reference as ref
 from explorer.lab import KernelLab, Sandbox, check_kernel, fresh_compile
-from explorer.presets import get_preset
+from explorer.train.presets import get_preset
 
 
 # ----------------------------------------------------------------------------- candidates

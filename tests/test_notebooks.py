@@ -7,7 +7,6 @@ The executed copy of each notebook is saved under the test artifacts folder for 
 the notebooks in the repository are never modified.
 """
 import pytest
-
 from notebook_helpers import NOTEBOOK_DIR, error_outputs, execute_notebook, notebooks, time_limit_s
 
 nbformat = pytest.importorskip("nbformat")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from explorer import GPT, GPTConfig, Trainer, kernels
-from explorer import runner as runner_module
-from explorer.runner import BackgroundTrainer
+from explorer.train import runner as runner_module
+from explorer.train.runner import BackgroundTrainer
 
 CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=37, block_size=8)
 TIMEOUT = 60   # seconds; only reached when something is broken (a cold Numba compile is ~20 s)

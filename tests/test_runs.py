@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from notebook_helpers import kernel_env
 
 import explorer
 from explorer.cli import main
-from explorer.presets import PRESETS
-from explorer.runs import train_preset
-from notebook_helpers import kernel_env
+from explorer.train.presets import PRESETS
+from explorer.train.runs import train_preset
 
 TIMING = ("ms", "tokens_per_s", "threads")   # the only fields that differ between equal runs
 
@@ -64,7 +64,7 @@ def test_resume_continues_exactly(tmp_path):
     """6 steps in one go == Ctrl-C during step 3, then --resume: the same records, samples,
     parameters and optimizer state."""
     from explorer import kernels
-    from explorer.runs import RunInterrupted
+    from explorer.train.runs import RunInterrupted
     options = dict(sample_every=2, save_every=5, progress=False, threads=1)
     _, whole = train_preset("reverse-tiny", steps=6, out=tmp_path / "whole", **options)
     shipped, calls = kernels.shipped("adamw_update"), []

@@ -14,7 +14,6 @@ import html
 import re
 
 import pytest
-
 from notebook_helpers import NOTEBOOK_DIR, execute_notebook, time_limit_s
 
 nbformat = pytest.importorskip("nbformat")

@@ -1,13 +1,24 @@
-"""explorer.stats: every recorded number against a direct recomputation from the model."""
+"""explorer.train.stats: every recorded number against a direct recomputation from the model."""
 import numpy as np
 import pytest
 
 from explorer import GPT, GPTConfig
 from explorer.data import make_task
-from explorer.stats import (ACT_EDGES, HIST_TENSORS, GradientRecorder, History, activation_stats,
-                            dead_fraction, dead_unit_fraction, gelu, histogram_counts,
-                            log2_edges_as_log10, log2_histogram_counts, saturated_fraction)
-from explorer.trainer import Trainer
+from explorer.train.stats import (
+    ACT_EDGES,
+    HIST_TENSORS,
+    GradientRecorder,
+    History,
+    activation_stats,
+    dead_fraction,
+    dead_unit_fraction,
+    gelu,
+    histogram_counts,
+    log2_edges_as_log10,
+    log2_histogram_counts,
+    saturated_fraction,
+)
+from explorer.train.trainer import Trainer
 
 
 def small_trainer(seed=0, **options):

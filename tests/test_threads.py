@@ -1,4 +1,4 @@
-"""explorer.threads: the thread count follows measured step times; using_threads really
+"""explorer.train.threads: the thread count follows measured step times; using_threads really
 limits Numba and BLAS and restores them; the trainer and its background runner use it;
 the kernels' own thread driver (for_each) runs every piece once and passes errors on."""
 import os
@@ -11,9 +11,9 @@ import pytest
 from threadpoolctl import threadpool_info
 
 from explorer.kernels._threads import for_each
-from explorer.presets import get_preset
-from explorer.runner import BackgroundTrainer
-from explorer.threads import ThreadTuner, max_threads, using_threads
+from explorer.train.presets import get_preset
+from explorer.train.runner import BackgroundTrainer
+from explorer.train.threads import ThreadTuner, max_threads, using_threads
 
 
 def blas_threads():
@@ -31,7 +31,7 @@ def drive(tuner, seconds_for, steps):
 
 
 def test_tuner_tries_each_count_in_turns_and_keeps_the_fastest(monkeypatch):
-    monkeypatch.setattr("explorer.threads.max_threads", lambda: 4)
+    monkeypatch.setattr("explorer.train.threads.max_threads", lambda: 4)
     tuner = ThreadTuner(candidates=[4, 3, 1], trial_steps=3, recheck_every=50)
     used = drive(tuner, lambda n, i: {4: 0.30, 3: 0.20, 1: 0.50}[n], 9 + 5)
     assert used[:9] == [4, 3, 1] * 3          # in turns, so a change in load hits all alike
@@ -49,7 +49,9 @@ def test_one_slow_step_in_a_trial_does_not_decide_it():
 def test_tuner_tries_again_when_steps_get_slower_and_every_recheck_every_steps():
     load = {"busy": False}
     tuner = ThreadTuner(candidates=[2, 1], trial_steps=3, recheck_every=40, slowdown=1.5)
-    times = lambda n, i: ({2: 1.4, 1: 0.45} if load["busy"] else {2: 0.33, 1: 0.55})[n]
+    def times(n, i):
+        return ({2: 1.4, 1: 0.45} if load["busy"] else {2: 0.33, 1: 0.55})[n]
+
     drive(tuner, times, 6)
     assert tuner.choice == 2
     drive(tuner, times, 10)

@@ -11,8 +11,15 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explorer.tokenizers import (GPT2_SPLIT_PATTERN, BPETokenizer, CharTokenizer, GPT2Tokenizer,
-                                 get_tokenizer, tokenizer_from_dict, train_bpe)
+from explorer.tokenizers import (
+    GPT2_SPLIT_PATTERN,
+    BPETokenizer,
+    CharTokenizer,
+    GPT2Tokenizer,
+    get_tokenizer,
+    tokenizer_from_dict,
+    train_bpe,
+)
 from explorer.tokenizers import gpt2 as gpt2_module
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -5,11 +5,11 @@ import threading
 import numpy as np
 import pytest
 import torch
-
-from explorer import GPT, GPTConfig, Trainer, kernels
-from explorer.trainer import learning_rate, TrainConfig
 from conftest import assert_unchanged, randomize_params, snapshot
 from torch_gpt2 import TorchGPT2, explorer_name_of, load_explorer_params, relative_error
+
+from explorer import GPT, GPTConfig, Trainer, kernels
+from explorer.train.trainer import TrainConfig, learning_rate
 
 
 class RandomTokens:

@@ -3,11 +3,12 @@ teaching claim that a trained reverse-task model looks at the mirrored prompt po
 import numpy as np
 import pytest
 
-from explorer import GPT, GPTConfig, checkpoint
+from explorer import GPT, GPTConfig
 from explorer.data import make_task
-from explorer.presets import get_preset
+from explorer.io import checkpoint
 from explorer.tokenizers import CharTokenizer
-from explorer.trainer import Trainer
+from explorer.train.presets import get_preset
+from explorer.train.trainer import Trainer
 from explorer.viz import AttentionExplorer
 from explorer.viz.snapshots import AttentionProbe, SnapshotHistory
 
@@ -128,7 +129,7 @@ def test_step_slider_scrubs_through_capped_snapshots(small_trainer):
 
 
 def test_snapshots_from_a_background_thread_and_after_a_reset(small_trainer):
-    from explorer.runner import BackgroundTrainer
+    from explorer.train.runner import BackgroundTrainer
     trainer = small_trainer
     view = AttentionExplorer(trainer=trainer, snapshot_every=2)
     fresh = view.attention(0)

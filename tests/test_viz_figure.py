@@ -77,3 +77,10 @@ def test_other_browser_messages_are_ignored(sent):
     del sent[:]
     fig._handle_custom_msg({"type": "something else"}, [])
     assert sent == []
+
+
+def test_loader_js_ships_and_names_the_python_messages():
+    from explorer.viz import _figure
+    assert _figure.LOADER_JS.startswith("// The module anywidget loads")
+    # the Python side sends and expects these message types; the JavaScript must use the same strings
+    assert f'"{_figure.REDRAW}"' in _figure.LOADER_JS and f'"{_figure.SEND_STATE}"' in _figure.LOADER_JS

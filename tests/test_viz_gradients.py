@@ -4,8 +4,8 @@ import pytest
 
 from explorer import GPT, GPTConfig
 from explorer.data import make_task
-from explorer.stats import HIST_TENSORS, GradientRecorder
-from explorer.trainer import Trainer
+from explorer.train.stats import HIST_TENSORS, GradientRecorder
+from explorer.train.trainer import Trainer
 from explorer.viz import GradientFlow
 
 

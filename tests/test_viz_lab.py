@@ -81,7 +81,7 @@ def test_static_fallback_says_what_it_is(lab):
 
 
 def test_a_failing_check_leaves_a_live_dashboard_and_its_trainer_alone():
-    from explorer.presets import get_preset
+    from explorer.train.presets import get_preset
     from explorer.viz import TrainingDashboard
 
     _, model, trainer = get_preset("reverse-tiny").build(seed=0)

@@ -4,7 +4,7 @@ import pytest
 
 from explorer import GPT, GPTConfig
 from explorer.data import make_task
-from explorer.trainer import Trainer
+from explorer.train.trainer import Trainer
 from explorer.viz import StepThrough
 from explorer.viz.stepthrough import display_slice, tensor_stats
 
@@ -184,7 +184,7 @@ def test_bad_argument_is_refused():
 
 
 def test_views_follow_a_background_trainer(trainer):
-    from explorer.runner import BackgroundTrainer
+    from explorer.train.runner import BackgroundTrainer
     from explorer.viz import GradientFlow
 
     with BackgroundTrainer(trainer) as runner:

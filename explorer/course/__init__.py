@@ -17,11 +17,22 @@ feedback.py and the `exercise` decorator), or a kernel graded by explorer.lab:
 The reference solutions are not in the package: they are in notebooks/solutions/, one file
 per notebook (see handout.py for how they are put into a notebook).
 """
-from .feedback import Mismatch
-from .registry import (CheckResult, Exercise, check, clear_results, exercise, exercises,
-                       get_exercise, kernel_exercise, passed, register, results)
 # each module registers its notebook's exercises; imported in course order
-from . import tokens, kernel_exercises, interpretability, sampling  # noqa: E402,F401,I001
+from . import interpretability, kernel_exercises, sampling, tokens  # noqa: E402,F401,I001
+from .feedback import Mismatch
+from .registry import (
+                       CheckResult,
+                       Exercise,
+                       check,
+                       clear_results,
+                       exercise,
+                       exercises,
+                       get_exercise,
+                       kernel_exercise,
+                       passed,
+                       register,
+                       results,
+)
 
 __all__ = ["check", "results", "passed", "clear_results", "exercises", "get_exercise",
            "exercise", "kernel_exercise", "register", "Exercise", "CheckResult", "Mismatch"]

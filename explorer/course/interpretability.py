@@ -11,9 +11,9 @@ to say which one it was.
 """
 import numpy as np
 
-from ..config import GPTConfig
 from ..kernels import reference as ref
-from ..model import GPT
+from ..model.config import GPTConfig
+from ..model.gpt import GPT
 from .feedback import Mismatch, call, expect_array, expect_close
 from .registry import exercise
 

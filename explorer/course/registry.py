@@ -13,9 +13,9 @@ feedback in words; report is the checker's own rich report when it has one (a ke
 """
 import html
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from difflib import get_close_matches
-from typing import Callable
 
 from .feedback import Mismatch, short
 
@@ -106,7 +106,7 @@ def kernel_exercise(kernel, title=None, hint="", exercise_id=None, function=None
     graded by explorer.lab.check_kernel(kernel, candidate, **options). The id defaults to
     "kernels.<kernel>"."""
     def grade(candidate):
-        from .. import lab                # imported when a kernel is first checked
+        from .. import lab  # imported when a kernel is first checked
         report = lab.check_kernel(kernel, candidate, **options)
         return bool(report.passed), str(report), report
     grade.__qualname__ = f"kernel_exercise.{kernel}"

@@ -23,7 +23,7 @@ SIGMAS = 5.0
 
 
 def reference_probs(logits, temperature, top_k):
-    from ..viz.tokens import next_token_distribution   # imported late: it loads the widgets
+    from ..viz.tokens import next_token_distribution  # imported late: it loads the widgets
     return next_token_distribution(logits, temperature, top_k)
 
 

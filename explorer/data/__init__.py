@@ -6,8 +6,7 @@ A dataset offers `vocab_size`, `tokenizer`, `seq_len` (None for text: any block 
 """
 from .corpora import CORPORA, load_text
 from .download import ChecksumError, DownloadError, cache_dir, fetch
-from .tasks import (IGNORE_INDEX, TASKS, AddTask, RepeatTask, ReverseTask, SortTask, ToyTask,
-                    make_task)
+from .tasks import IGNORE_INDEX, TASKS, AddTask, RepeatTask, ReverseTask, SortTask, ToyTask, make_task
 from .text import TextDataset, text_dataset, tokenize_cached
 
 __all__ = ["CORPORA", "load_text", "ChecksumError", "DownloadError", "cache_dir", "fetch",

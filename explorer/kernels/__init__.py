@@ -13,7 +13,9 @@ kernel takes effect at the next step, and nothing else is recompiled.
 """
 from contextlib import contextmanager
 
-from .. import _runtime  # noqa: F401  (sets thread-pool policy before numba loads)
+from . import runtime as _runtime  # noqa: F401  (sets thread-pool policy before numba loads)
+
+# isort: split
 from . import adamw, attention, clip, crossentropy, encoder, gelu, layernorm, matmul, residual
 
 _SHIPPED = {
@@ -49,7 +51,7 @@ VARIANTS = {
 
 _active = dict(_SHIPPED)
 
-#: Shipped kernels another process is compiling into the disk cache (explorer.coldstart):
+#: Shipped kernels another process is compiling into the disk cache (explorer.train.warmup):
 #: name -> a function that waits for it. The first `get` of such a kernel waits, so that
 #: Numba loads it from the cache instead of compiling it a second time.
 _pending = {}

@@ -29,8 +29,8 @@ import math
 import numpy as np
 from numba import prange
 
-from ._math import exp32
 from ._compile import kernel
+from ._math import exp32
 from ._threads import for_each
 
 

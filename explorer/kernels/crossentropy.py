@@ -11,8 +11,8 @@ A negative target (-1) marks a position that does not count: its loss and gradie
 import numpy as np
 from numba import prange
 
-from ._math import exp32
 from ._compile import flat, kernel, rows
+from ._math import exp32
 
 
 @kernel(parallel=True)

@@ -4,7 +4,6 @@
 
 Shapes: idx (B, T) int, wte (V, C), wpe (maxT, C), out (B, T, C).
 """
-import numpy as np
 from numba import prange
 
 from ._compile import kernel

@@ -9,8 +9,8 @@ Shapes: any; inp and out have the same shape (flattened inside).
 import numpy as np
 from numba import prange
 
-from ._math import exp32
 from ._compile import flat, kernel
+from ._math import exp32
 
 SQRT_2_OVER_PI = np.float32(np.sqrt(2.0 / np.pi))
 K = np.float32(0.044715)

@@ -13,8 +13,8 @@ outputs should be; `compare_to_reference(name, fn)` runs a candidate kernel on t
     reference.compare_to_reference("gelu_forward", my_gelu)   # {"out": 3.1e-08}
 """
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

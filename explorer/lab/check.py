@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import kernels
-from .._runtime import compute_lock
 from ..kernels import reference as ref
+from ..kernels.runtime import compute_lock
 from . import gradcheck
 from .compile import fresh_compile
 from .report import KernelReport, OutputCheck

@@ -107,7 +107,7 @@ def check_gradients(name, args, written, seed=0):
         worst = 0.0
         for _ in range(DIRECTIONS):
             direction = rng.standard_normal(x0.shape)
-            loss = lambda value: float(np.sum(upstream * d.forward(a, value)))  # noqa: E731
+            loss = lambda value: float(np.sum(upstream * d.forward(a, value)))  # noqa: E731, B023 (called here)
             fd = (loss(x0 + STEP * direction) - loss(x0 - STEP * direction)) / (2 * STEP)
             analytic = float(np.sum(grad * direction))
             scale = np.linalg.norm(grad) * np.linalg.norm(direction)

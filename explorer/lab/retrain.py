@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import kernels
-from .._runtime import compute_lock
 from ..kernels import reference as ref
-from ..presets import get_preset
+from ..kernels.runtime import compute_lock
+from ..train.presets import get_preset
 from .check import Case, check_kernel
 from .sandbox import Sandbox
 
@@ -97,7 +97,7 @@ class KernelLab:
 
     def _train(self, name, report, steps, started, on_step):
         _, _, trainer = self.preset.build(seed=self.seed)
-        # a lab runs beside a browser: one thread is often faster then (explorer/threads.py);
+        # a lab runs beside a browser: one thread is often faster then (explorer/train/threads.py);
         # the curves differ from a run with all threads only in their last bits
         trainer.threads = "auto"
         run = RetrainRun(name, report=report, trainer=trainer)

@@ -23,7 +23,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from .._runtime import compute_lock
+from ..kernels.runtime import compute_lock
 
 CAN_FORK = hasattr(os, "fork") and sys.platform != "win32"
 

@@ -26,8 +26,7 @@ from collections import Counter, defaultdict
 import regex
 import tiktoken
 
-from .bytelevel import (GPT2_SPLIT_PATTERN, TiktokenTokenizer, bytes_to_printable, display_bytes,
-                        printable_to_bytes)
+from .bytelevel import GPT2_SPLIT_PATTERN, TiktokenTokenizer, bytes_to_printable, display_bytes, printable_to_bytes
 
 FILE_HEADER = "#version: explorer-bpe 1"
 

@@ -24,8 +24,7 @@ import tempfile
 
 import tiktoken
 
-from .bytelevel import (GPT2_BYTE_ORDER, GPT2_SPLIT_PATTERN, TiktokenTokenizer,
-                        printable_to_bytes)
+from .bytelevel import GPT2_BYTE_ORDER, GPT2_SPLIT_PATTERN, TiktokenTokenizer, printable_to_bytes
 
 BASE_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"
 #: file name -> sha256 of the published file (the values tiktoken checks too)

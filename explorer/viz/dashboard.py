@@ -21,7 +21,7 @@ import weakref
 
 import numpy as np
 
-from ..runner import BackgroundTrainer
+from ..train.runner import BackgroundTrainer
 from ._display import plain_text, view_bundle
 from ._plotly import MAX_POINTS, Throttle, decimate, static_copy
 
@@ -165,7 +165,7 @@ class TrainingDashboard:
             recent = [m["tokens_per_s"] for m in history[-20:]]
             parts += [f"loss {last['loss']:.4f}", f"{statistics.median(recent):,.0f} tokens/s",
                       f"lr {last['lr']:.2e}"]
-            if "threads" in last:    # chosen by timing steps (explorer/threads.py)
+            if "threads" in last:    # chosen by timing steps (explorer/train/threads.py)
                 parts.append(f"{last['threads']} thread{'s' if last['threads'] > 1 else ''}")
         if evals:
             parts.append(f"val loss {evals[-1]['val_loss']:.4f}")
@@ -188,7 +188,7 @@ class TrainingDashboard:
         self._sample_throttle.mark(step, self._clock() - start)
 
     def _make_sample(self, step):
-        from ..runs import task_example, sample_text   # toy task: prompt -> greedy answer
+        from ..train.runs import sample_text, task_example  # toy task: prompt -> greedy answer
 
         data, model = self.trainer.data, self.trainer.model
         rng = np.random.default_rng(step)      # not the trainer's: sampling must not change training

@@ -1,6 +1,6 @@
 """Gradient flow and training health: is every layer learning, and at a sane speed?
 
-    GradientFlow(trainer)        # records on the trainer's steps (explorer.stats.GradientRecorder)
+    GradientFlow(trainer)        # records on the trainer's steps (explorer.train.stats.GradientRecorder)
     GradientFlow(recorder)       # a recorder you made (e.g. every=10 for a big model)
     GradientFlow(model)          # no trainer: after model.backward(), call view.record()
 
@@ -23,7 +23,7 @@ import plotly.graph_objects as go
 from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
-from ..stats import ACT_EDGES, GRAD_EXPONENTS, HIST_TENSORS, GradientRecorder, log2_edges_as_log10
+from ..train.stats import ACT_EDGES, GRAD_EXPONENTS, HIST_TENSORS, GradientRecorder, log2_edges_as_log10
 from ._display import LIVE_HINT, plain_text, view_bundle
 from ._figure import FigureWidget
 from ._plotly import Throttle, static_copy

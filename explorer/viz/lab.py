@@ -12,7 +12,6 @@ import html
 import threading
 
 import ipywidgets as widgets
-import plotly.graph_objects as go
 
 from ._figure import FigureWidget
 from ._plotly import Throttle, static_copy, sync_saved_state

@@ -14,8 +14,8 @@ and a small set of activation buffers (batch 1, T tokens).
 """
 import numpy as np
 
-from .._runtime import compute_lock
-from ..model import GPT
+from ..kernels.runtime import compute_lock
+from ..model.gpt import GPT
 
 
 class AttentionProbe:

@@ -21,7 +21,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .._runtime import compute_lock
+from ..kernels.runtime import compute_lock
 from ._display import plain_text, view_bundle
 from ._figure import FigureWidget
 from ._plotly import static_copy

@@ -14,8 +14,8 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from .._runtime import compute_lock
-from ..generate import next_token_logits
+from ..kernels.runtime import compute_lock
+from ..model.generate import next_token_logits
 from ._display import LIVE_HINT, plain_text, view_bundle
 from ._figure import FigureWidget
 
@@ -175,7 +175,7 @@ class SamplingView:
     """The next-token distribution for a prompt, as bars (top `n_bars`), after temperature and
     top-k; "Next token" samples one from exactly those bars, "Generate 50" continues with
     model.generate, "Reset" goes back to the prompt and the seed. Runs through the KV-cache
-    path of explorer.generate, so model.acts / model.trace (what other views show) are kept."""
+    path of explorer.model.generate, so model.acts / model.trace (what other views show) are kept."""
 
     def __init__(self, model, tokenizer, prompt="", seed=0, temperature=1.0, top_k=0,
                  n_bars=20, burst=50):
@@ -264,7 +264,7 @@ class SamplingView:
                                   hovertemplate="%{text}<extra></extra>"))
         fig.update_layout(height=40 + 22 * self.n_bars, width=520,
                           margin=dict(l=90, r=20, t=30, b=30),
-                          title="next-token probabilities (top %d)" % self.n_bars,
+                          title=f"next-token probabilities (top {self.n_bars})",
                           xaxis=dict(range=[0, 1], title="probability"),
                           yaxis=dict(autorange="reversed", tickmode="array"))
         return fig

@@ -10,13 +10,13 @@ Each preset states its goal, and the numbers in it were measured on a 2-core CPU
 """
 from dataclasses import dataclass
 
-from .config import GPTConfig
+from ..model.config import GPTConfig
 
 
 def make_dataset(spec):
     """A dataset from a JSON-able description:
     {"task": "reverse", **task options}  or  {"corpus": "shakespeare", "tokenizer": "char"}."""
-    from .data import make_task, text_dataset
+    from ..data import make_task, text_dataset
     spec = dict(spec)
     if "task" in spec:
         return make_task(spec.pop("task"), **spec)
@@ -56,7 +56,7 @@ class Preset:
                          vocab_size=dataset.vocab_size, block_size=self.block_size)
 
     def trainer_options(self):
-        """Keyword arguments for explorer.trainer.Trainer (the learning rate warms up over
+        """Keyword arguments for explorer.train.trainer.Trainer (the learning rate warms up over
         `warmup` steps, then decays along a cosine to min_lr at `steps` and stays there, so a
         step taken after the run still learns)."""
         min_lr = self.lr / 10 if self.min_lr is None else self.min_lr
@@ -66,7 +66,7 @@ class Preset:
 
     def build(self, seed=0):
         """(dataset, model, trainer), ready for trainer.run(preset.steps)."""
-        from .model import GPT
+        from ..model.gpt import GPT
         from .trainer import Trainer
         dataset = self.make_dataset()
         model = GPT(self.model_config(dataset), seed=seed)

@@ -1,7 +1,7 @@
 """How fast is a training step? explorer against PyTorch eager, side by side.
 
     explorer bench --configs tiny,small --rounds 3          # the CLI
-    python -m explorer.bench --configs tiny --rounds 1      # the same, without the CLI
+    python -m explorer.lab.bench --configs tiny --rounds 1      # the same, without the CLI
     python benchmarks/profile_step.py --configs tiny        # where explorer's time goes
 
 A training step is forward + backward + gradient clipping + AdamW, on random tokens. Each
@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np  # (explorer, this module's package, has set the thread settings already)
 
 RESULT_MARK = "BENCH_RESULT "   # a worker's last stdout line: this mark, then JSON
-#: What explorer/_runtime.py sets for its own thread pools; PyTorch runs with its defaults.
+#: What explorer/kernels/runtime.py sets for its own thread pools; PyTorch runs with its defaults.
 EXPLORER_ENV = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "KMP_BLOCKTIME")
-TORCH_SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "torch_gpt2_bench.py"
+TORCH_SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "torch_gpt2_bench.py"
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def usable_cores():
 
 def _make_trainer(cfg, seed=0):
     from explorer import GPT, GPTConfig
-    from explorer.trainer import Trainer
+    from explorer.train.trainer import Trainer
 
     model = GPT(GPTConfig(cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cfg.block_size), seed=seed)
     data = RandomTokens(cfg.vocab_size, cfg.seq_len)
@@ -148,7 +148,7 @@ def gemm_peak_worker(sizes=(1024, 2048, 3072), repeats=5):
         a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
         out = np.empty((n, n), np.float32)
         np.matmul(a, b, out=out)                        # warm up the BLAS threads
-        seconds = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(repeats))
+        seconds = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(repeats))  # noqa: B023 (called here)
         best[n] = 2 * n ** 3 / seconds / 1e9
     return {"gflops": max(best.values()), "by_size": best, **_runtime_info()}
 
@@ -178,6 +178,7 @@ def startup_worker(t_start, t_imported, cfg, recompile):
               "import_and_first_step_s": time.perf_counter() - t_start}
     if recompile:
         import numba
+
         from explorer import kernels
 
         plain_step = min(_timed(trainer.step) for _ in range(2))
@@ -197,7 +198,7 @@ def _run_worker(cmd, env=None, timeout=1800):
     """Run a worker process; return its result dict (parsed from its last marked line)."""
     env = dict(os.environ if env is None else env)
     # the workers import this very copy of explorer, installed or not
-    package_parent = str(Path(__file__).resolve().parent.parent)
+    package_parent = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_parent, env.get("PYTHONPATH")]))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     for line in reversed(done.stdout.splitlines()):
@@ -209,7 +210,7 @@ def _run_worker(cmd, env=None, timeout=1800):
 
 def _explorer_cmd(mode, cfg=None, **extra):
     spec = {"mode": mode, "config": asdict(cfg) if cfg else None, **extra}
-    return [sys.executable, "-m", "explorer.bench", "--worker", json.dumps(spec)]
+    return [sys.executable, "-m", "explorer.lab.bench", "--worker", json.dumps(spec)]
 
 
 def torch_available():
@@ -244,7 +245,7 @@ def measure_startup(cfg=None, cold=True):
     folder. cold=False: only warm, from the Numba cache as it is now."""
     cfg = cfg or CONFIGS["tiny"]
     code = ("import time; t0 = time.perf_counter(); import explorer; t1 = time.perf_counter(); "
-            "import json, sys; from explorer.bench import BenchConfig, RESULT_MARK, startup_worker; "
+            "import json, sys; from explorer.lab.bench import BenchConfig, RESULT_MARK, startup_worker; "
             "spec = json.loads(sys.argv[1]); "
             "r = startup_worker(t0, t1, BenchConfig(**spec['config']), spec['recompile']); "
             "print(RESULT_MARK + json.dumps(r))")
@@ -348,7 +349,8 @@ def format_report(report):
     m, peak = report["machine"], report["gemm_peak"]
     lines = [f"explorer bench: {m['cpu']}, {m['cores']} of {m['machine_cores']} cores usable, Python {m['python']}, "
              f"numpy {m['numpy']}, numba {m['numba']}",
-             f"float32 GEMM peak (NumPy matmul, best of sizes {', '.join(map(str, peak['measurements'][0]['by_size']))})"
+             "float32 GEMM peak (NumPy matmul, best of sizes "
+             f"{', '.join(map(str, peak['measurements'][0]['by_size']))})"
              f": {peak['gflops']:.1f} GFLOP/s  (start {peak['measurements'][0]['gflops']:.1f}, "
              f"end {peak['measurements'][-1]['gflops']:.1f})",
              "load average (1 min) before / after: "

@@ -25,10 +25,10 @@ import warnings
 
 import numpy as np
 
-from ._runtime import compute_lock
+from ..kernels.runtime import compute_lock
+from ..model.config import BLOCK_PARAMS, GPTConfig, param_shapes
+from ..model.gpt import GPT
 from .checkpoint import NoChecksumWarning, atomic_write, check_finite, load_params
-from .config import BLOCK_PARAMS, GPTConfig, param_shapes
-from .model import GPT
 
 MAGIC = 20240326
 HEADER_INTS = 256             # 1024 bytes

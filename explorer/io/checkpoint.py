@@ -39,11 +39,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import safetensors.numpy
 
-from ._runtime import compute_lock
-from .config import BLOCK_PARAMS, GPTConfig, param_shapes
-from .model import GPT
-from .safetensors_io import DTYPE_NAMES, read_safetensors_header, read_tensors
-from .safetensors_io import read_safetensors  # noqa: F401  (its home until format 2)
+from ..kernels.runtime import compute_lock
+from ..model.config import BLOCK_PARAMS, GPTConfig, param_shapes
+from ..model.gpt import GPT
+from .safetensors_format import (
+    DTYPE_NAMES,
+    read_safetensors,  # noqa: F401  (its home until format 2)
+    read_safetensors_header,
+    read_tensors,
+)
 
 FORMAT_NAME = "transformer-explorer-checkpoint"
 FORMAT_VERSION = 2                 # 2 added "checksums"; version 1 files still load

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import coldstart, kernels
-from ._runtime import compute_lock
+from .. import kernels
+from ..kernels.runtime import compute_lock
+from ..train import warmup as coldstart
 from .config import GPTConfig, param_shapes
 
 
@@ -55,6 +56,13 @@ class GPT:
         self._has_targets = False
         self._backward_done = False
         self.init_weights(seed)
+
+    @property
+    def lock(self):
+        """Hold this to read or write the model while another thread may be computing with it
+        (the background trainer, a live view). It is the kernels' compute lock
+        (explorer.kernels.runtime): re-entrant, and the model's own methods take it."""
+        return compute_lock
 
     # ----------------------------------------------------------------- parameters
     def _views(self, flat):

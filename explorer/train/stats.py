@@ -22,7 +22,7 @@ import threading
 
 import numpy as np
 
-from ._runtime import compute_lock
+from ..kernels.runtime import compute_lock
 
 # Block tensors whose values (model.acts) and gradients (model.grad_acts) get histograms.
 HIST_TENSORS = ("residual2", "attn.out", "mlp.fc", "mlp.gelu")

@@ -11,9 +11,9 @@ Why a thread: widget callbacks (a Pause button) run on the kernel's main thread,
 that trains in a loop would hold every click until it finishes. The runner owns ONE daemon
 thread that takes commands (run, step, reset) from a queue; the main thread only sets flags,
 so every method here returns quickly. The model's compute is serialised by
-explorer._runtime.compute_lock, so other cells may still call model.forward meanwhile.
+explorer.kernels.runtime.compute_lock, so other cells may still call model.forward meanwhile.
 Unless the trainer's `threads` was set, the runner sets it to "auto": the browser drawing the
-views takes cores, and one thread is then often faster than all (explorer/threads.py).
+views takes cores, and one thread is then often faster than all (explorer/train/threads.py).
 
 States: "idle" (nothing to do), "running" (the thread is taking steps), "paused" (a run was
 interrupted by pause() or by an error; run() resumes it). Events, called on the training
@@ -29,8 +29,6 @@ from concurrent.futures import Future
 from dataclasses import replace
 
 import numpy as np
-
-from ._runtime import compute_lock
 
 RUNNER_EVENTS = ("state", "error", "reset")
 _FOREVER = sys.maxsize     # "until paused": more steps than anyone will take

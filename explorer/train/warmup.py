@@ -31,10 +31,10 @@ import threading
 import numba
 import numpy as np
 
-from . import kernels
-from ._runtime import compute_lock
-from .config import GPTConfig
-from .kernels import attention
+from .. import kernels
+from ..kernels import attention
+from ..kernels.runtime import compute_lock
+from ..model.config import GPTConfig
 
 #: Compiled by the helper: the backward pass (but its first kernel) and the optimizer, about
 #: half of all the compiling; this process compiles the forward pass meanwhile.
@@ -43,8 +43,8 @@ HELPER_KERNELS = ("matmul_backward", "attention_backward", "gelu_backward", "lay
 WAIT_S = 300.0
 #: The helper's program: it puts the model and trainer together itself, so that this module
 #: stays below them (the model calls start(); nothing here imports the model).
-HELPER_COMMAND = ("import sys, json; from explorer.model import GPT; from explorer.trainer import Trainer; "
-                  "from explorer.coldstart import helper; helper(GPT, Trainer, json.loads(sys.argv[1]))")
+HELPER_COMMAND = ("import sys, json; from explorer.model.gpt import GPT; from explorer.train.trainer import Trainer; "
+                  "from explorer.train.warmup import helper; helper(GPT, Trainer, json.loads(sys.argv[1]))")
 
 _started = False
 _helper_process = None          # the helper's Popen, once started (for tests)

@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 import numpy as np
 
-from .checkpoint import atomic_write, load, save
+from ..io.checkpoint import atomic_write, load, save
 from .trainer import interrupts_deferred
 
 
@@ -41,7 +41,7 @@ SAVE_SECONDS = 60.0      # without --save-every, a checkpoint about once a minut
 
 def sample_checkpoint(path, prompt="", tokens=200, temperature=0.8, top_k=None, seed=None):
     """path: a checkpoint.safetensors, or the run folder `explorer train` printed (holding one)."""
-    from .tokenizers import tokenizer_from_dict
+    from ..tokenizers import tokenizer_from_dict
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")) \
             and not os.path.isfile(os.path.join(path, CHECKPOINT)):
         raise FileNotFoundError(f"the run folder {path} has no checkpoint yet: a run writes "
@@ -123,7 +123,7 @@ def _row_step(line):
 def train_preset(name=None, steps=None, out="runs", seed=0, sample_every=None, progress=True,
                  threads="auto", save_every=None, resume=None):
     """Train preset `name` for `steps` steps; returns (trainer, run folder). threads: None
-    (all), a number, or "auto" (chosen by timing steps: explorer/threads.py).
+    (all), a number, or "auto" (chosen by timing steps: explorer/train/threads.py).
 
     A checkpoint is written every `save_every` steps (None: about every SAVE_SECONDS), after
     the step's evaluation, and at the end. resume: a run folder; the run continues from its

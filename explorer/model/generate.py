@@ -9,8 +9,8 @@ import math
 
 import numpy as np
 
-from . import kernels
-from ._runtime import compute_lock
+from .. import kernels
+from ..kernels.runtime import compute_lock
 
 
 class KVCache:

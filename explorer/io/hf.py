@@ -28,11 +28,11 @@ import warnings
 import numpy as np
 import safetensors.numpy
 
-from ._runtime import compute_lock
+from ..kernels.runtime import compute_lock
+from ..model.config import GPTConfig
+from ..model.gpt import GPT
 from .checkpoint import NoChecksumWarning, atomic_write, check_finite, check_shapes, load_params
-from .config import GPTConfig
-from .model import GPT
-from .safetensors_io import read_safetensors, read_safetensors_header
+from .safetensors_format import read_safetensors, read_safetensors_header
 
 PREFIX = "transformer."   # GPT2LMHeadModel's body; the hub's gpt2 files omit it
 LM_HEAD = "lm_head.weight"
