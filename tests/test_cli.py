@@ -61,7 +61,8 @@ def test_presets_are_listed(capsys):
 def test_train_threads_option(tmp_path, capsys):
     """auto (the default) records the count each step used; a number fixes it; a count the
     machine does not have is refused before anything is written."""
-    from explorer.train.threads import ThreadTuner, max_threads
+    from explorer.kernels.runtime import max_threads
+    from explorer.train.thread_tuner import ThreadTuner
     assert main(["train", "--steps", "3", "--out", str(tmp_path / "auto"), "--quiet"]) == 0
     (folder,) = (tmp_path / "auto").iterdir()
     rows = [json.loads(line) for line in open(folder / "metrics.jsonl")]

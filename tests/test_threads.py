@@ -1,6 +1,7 @@
-"""explorer.train.threads: the thread count follows measured step times; using_threads really
-limits Numba and BLAS and restores them; the trainer and its background runner use it;
-the kernels' own thread driver (for_each) runs every piece once and passes errors on."""
+"""explorer.train.thread_tuner: the thread count follows measured step times;
+explorer.kernels.runtime.using_threads really limits Numba and BLAS and restores them; the
+trainer and its background runner use it; the kernels' work pool (for_each, in
+explorer.kernels._workpool) runs every piece once and passes errors on."""
 import os
 import threading
 import time
@@ -10,10 +11,11 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
-from explorer.kernels._threads import for_each
+from explorer.kernels._workpool import for_each
+from explorer.kernels.runtime import max_threads, using_threads
 from explorer.train.presets import get_preset
 from explorer.train.runner import BackgroundTrainer
-from explorer.train.threads import ThreadTuner, max_threads, using_threads
+from explorer.train.thread_tuner import ThreadTuner
 
 
 def blas_threads():
@@ -31,7 +33,7 @@ def drive(tuner, seconds_for, steps):
 
 
 def test_tuner_tries_each_count_in_turns_and_keeps_the_fastest(monkeypatch):
-    monkeypatch.setattr("explorer.train.threads.max_threads", lambda: 4)
+    monkeypatch.setattr("explorer.train.thread_tuner.max_threads", lambda: 4)
     tuner = ThreadTuner(candidates=[4, 3, 1], trial_steps=3, recheck_every=50)
     used = drive(tuner, lambda n, i: {4: 0.30, 3: 0.20, 1: 0.50}[n], 9 + 5)
     assert used[:9] == [4, 3, 1] * 3          # in turns, so a change in load hits all alike

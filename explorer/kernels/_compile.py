@@ -14,7 +14,7 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 def kernel(fn=None, *, parallel=False, nogil=False):
     """Compile `fn` with the package's settings: cached on disk, float-friendly.
-    nogil=True lets other Python threads run while it computes (see _threads.py)."""
+    nogil=True lets other Python threads run while it computes (see _workpool.py)."""
     def compile_(f):
         return numba.njit(cache=True, fastmath=FASTMATH, parallel=parallel, nogil=nogil,
                           error_model="numpy")(f)

@@ -12,7 +12,7 @@ and for the attention views (att is 0 above the diagonal; preatt there is unused
 Three versions, side by side as in llm.c's dev/cuda (select with kernels.use or
 kernels.register("attention_forward", "blas")):
 - `attention_forward` / `attention_backward` (default, "fused"): threads take the (batch,
-  head) pairs one at a time (`_threads.py`), and one thread does everything for a pair, on
+  head) pairs one at a time (`_workpool.py`), and one thread does everything for a pair, on
   private copies of its q, k, v, with three small causal matrix products (`causal_dots`,
   `causal_weighted_sum` and its transpose) whose inner loops run over contiguous memory and
   vectorise; the masked half is skipped.
@@ -31,7 +31,7 @@ from numba import prange
 
 from ._compile import kernel
 from ._math import exp32
-from ._threads import for_each
+from ._workpool import for_each
 
 
 def _heads(qkv, n_head):
@@ -296,7 +296,7 @@ def head_backward(dqkv, ds, da, dout, qkv, a, h, n_head):
     store_head(dqkv, g, C + h * hs)
 
 
-# Threads take (batch, head) pairs one at a time (see _threads.py for why not prange); each
+# Threads take (batch, head) pairs one at a time (see _workpool.py for why not prange); each
 # head's work is the ordinary function above, which can be called (and tested, or stepped
 # through) on its own.
 def attention_forward(out, preatt, att, qkv, n_head):

@@ -10,7 +10,14 @@ fall back to a short spin timeout being absent, which costs speed, not correctne
 All Numba/BLAS compute in the package runs under one lock (`compute_lock`): Numba's
 portable `workqueue` threading layer (the only one on macOS pip wheels) aborts the
 process when two threads launch parallel kernels at once, so we serialise them.
+
+How many threads a computation uses is set here too (`using_threads`, `max_threads`); the
+trainer's choice of a count by timing steps is explorer.train.thread_tuner.
+
+Numba is imported inside the functions, never at the top: this module must run before
+Numba loads, or the thread-pool settings above come too late.
 """
+import contextlib
 import os
 import sys
 import threading
@@ -56,3 +63,39 @@ def num_threads() -> int:
     import numba
 
     return numba.get_num_threads()
+
+
+def max_threads() -> int:
+    """The most threads the kernels may use (Numba's pool size: NUMBA_NUM_THREADS)."""
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS
+
+
+_blas_controller = None
+
+
+def _blas():
+    """One threadpoolctl controller (finding the loaded libraries costs time: do it once)."""
+    global _blas_controller
+    if _blas_controller is None:
+        from threadpoolctl import ThreadpoolController
+        _blas_controller = ThreadpoolController()
+    return _blas_controller
+
+
+@contextlib.contextmanager
+def using_threads(n: int):
+    """Inside: parallel loops launched from this thread and BLAS calls use n threads
+    (Numba's count is per thread; BLAS's is process-wide, so hold compute_lock around it)."""
+    import numba
+
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= max_threads():
+        raise ValueError(f"threads must be an integer from 1 to {max_threads()}, got {n!r}")
+    previous = numba.get_num_threads()
+    numba.set_num_threads(n)
+    try:
+        with _blas().limit(limits=n, user_api="blas"):
+            yield
+    finally:
+        numba.set_num_threads(previous)

@@ -97,7 +97,7 @@ class KernelLab:
 
     def _train(self, name, report, steps, started, on_step):
         _, _, trainer = self.preset.build(seed=self.seed)
-        # a lab runs beside a browser: one thread is often faster then (explorer/train/threads.py);
+        # a lab runs beside a browser: one thread is often faster then (explorer/train/thread_tuner.py);
         # the curves differ from a run with all threads only in their last bits
         trainer.threads = "auto"
         run = RetrainRun(name, report=report, trainer=trainer)

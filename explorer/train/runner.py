@@ -13,7 +13,7 @@ thread that takes commands (run, step, reset) from a queue; the main thread only
 so every method here returns quickly. The model's compute is serialised by
 explorer.kernels.runtime.compute_lock, so other cells may still call model.forward meanwhile.
 Unless the trainer's `threads` was set, the runner sets it to "auto": the browser drawing the
-views takes cores, and one thread is then often faster than all (explorer/train/threads.py).
+views takes cores, and one thread is then often faster than all (explorer/train/thread_tuner.py).
 
 States: "idle" (nothing to do), "running" (the thread is taking steps), "paused" (a run was
 interrupted by pause() or by an error; run() resumes it). Events, called on the training

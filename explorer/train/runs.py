@@ -123,7 +123,7 @@ def _row_step(line):
 def train_preset(name=None, steps=None, out="runs", seed=0, sample_every=None, progress=True,
                  threads="auto", save_every=None, resume=None):
     """Train preset `name` for `steps` steps; returns (trainer, run folder). threads: None
-    (all), a number, or "auto" (chosen by timing steps: explorer/train/threads.py).
+    (all), a number, or "auto" (chosen by timing steps: explorer/train/thread_tuner.py).
 
     A checkpoint is written every `save_every` steps (None: about every SAVE_SECONDS), after
     the step's evaluation, and at the end. resume: a run folder; the run continues from its

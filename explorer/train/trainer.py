@@ -20,8 +20,8 @@ import numpy as np
 from .. import kernels
 from ..kernels.adamw import count_nonfinite
 from ..kernels.clip import clip_scale
-from ..kernels.runtime import compute_lock
-from .threads import ThreadTuner, max_threads, using_threads
+from ..kernels.runtime import compute_lock, max_threads, using_threads
+from .thread_tuner import ThreadTuner
 
 EVENTS = ("step", "eval", "run_start", "run_end")
 
@@ -127,7 +127,7 @@ class Trainer:
     @property
     def threads(self):
         """Threads the kernels use: None (all, as Numba and BLAS are set up), an int, or
-        "auto" (chosen by timing steps: explorer.train.threads.ThreadTuner, in self.thread_tuner)."""
+        "auto" (chosen by timing steps: explorer.train.thread_tuner.ThreadTuner, in self.thread_tuner)."""
         return self._threads
 
     @threads.setter

@@ -165,7 +165,7 @@ class TrainingDashboard:
             recent = [m["tokens_per_s"] for m in history[-20:]]
             parts += [f"loss {last['loss']:.4f}", f"{statistics.median(recent):,.0f} tokens/s",
                       f"lr {last['lr']:.2e}"]
-            if "threads" in last:    # chosen by timing steps (explorer/train/threads.py)
+            if "threads" in last:    # chosen by timing steps (explorer/train/thread_tuner.py)
                 parts.append(f"{last['threads']} thread{'s' if last['threads'] > 1 else ''}")
         if evals:
             parts.append(f"val loss {evals[-1]['val_loss']:.4f}")

@@ -1,4 +1,5 @@
-"""How many threads the kernels use, chosen by timing training steps.
+"""How many threads the kernels use, chosen by timing training steps (the trainer's
+`threads = "auto"`; setting a count itself is explorer.kernels.runtime.using_threads).
 
 On a quiet machine every core helps. But a parallel loop (Numba's `prange`, or a BLAS call)
 ends only when its slowest thread does, and each of its threads must first be woken up: when
@@ -7,6 +8,7 @@ kernel, a test run), every one of the hundreds of parallel loops in a step waits
 thread that has no core. Measured on 2 cores while another job ran: a tiny-preset step took
 1400 ms with 2 threads and 455 ms with 1 (quiet: about 330 ms with 2).
 
+    from explorer.kernels.runtime import using_threads
     with using_threads(1):          # Numba's loops launched from this thread, and BLAS
         trainer.step()
 
@@ -19,41 +21,9 @@ the machine's load hits every candidate alike, keeps the fastest, and tries agai
 The thread count changes results only in their last bits (BLAS and the gradient norm's sum
 split their work by thread; measured: parameters within 6e-7 after 5 steps of reverse-tiny).
 """
-import contextlib
 import statistics
 
-import numba
-
-
-def max_threads():
-    """The most threads the kernels may use (Numba's pool size: NUMBA_NUM_THREADS)."""
-    return numba.config.NUMBA_NUM_THREADS
-
-
-_controller = None
-
-
-def _blas():
-    """One threadpoolctl controller (finding the loaded libraries costs time: do it once)."""
-    global _controller
-    if _controller is None:
-        from threadpoolctl import ThreadpoolController
-        _controller = ThreadpoolController()
-    return _controller
-
-
-@contextlib.contextmanager
-def using_threads(n):
-    """Inside: parallel loops launched from this thread and BLAS calls use n threads."""
-    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= max_threads():
-        raise ValueError(f"threads must be an integer from 1 to {max_threads()}, got {n!r}")
-    previous = numba.get_num_threads()
-    numba.set_num_threads(n)
-    try:
-        with _blas().limit(limits=n, user_api="blas"):
-            yield
-    finally:
-        numba.set_num_threads(previous)
+from ..kernels.runtime import max_threads
 
 
 class ThreadTuner:

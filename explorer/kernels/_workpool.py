@@ -82,7 +82,7 @@ class _Run:
 
 def for_each(count, fn):
     """fn(i) for every i in range(count), on as many threads as Numba's parallel loops use
-    from this thread (`numba.get_num_threads()`, which `explorer.train.threads.using_threads`
+    from this thread (`numba.get_num_threads()`, which `runtime.using_threads`
     sets). Returns when all calls have ended; raises the first error any of them raised
     (the pieces not yet started then are skipped)."""
     threads = 1 if numba.config.DISABLE_JIT else min(numba.get_num_threads(), count)
