@@ -145,6 +145,14 @@ def test_reset_reinitialises_in_place_and_reproduces_a_fresh_run(runner):
     assert [m["loss"] for m in trainer.history] == first_losses
 
 
+def test_reset_goes_through_the_trainers_own_reset(runner, monkeypatch):
+    trainer, seeds = runner.trainer, []
+    own_reset = trainer.reset
+    monkeypatch.setattr(trainer, "reset", lambda seed=None: seeds.append(seed) or own_reset(seed))
+    runner.reset(seed=5)
+    assert seeds == [5] and trainer.config.seed == 5
+
+
 def test_reset_with_a_seed_and_while_running(runner):
     data = runner.trainer.data
     data.hold()
@@ -195,6 +203,27 @@ def test_a_registered_kernel_error_reaches_step_and_the_event(runner):
         kernels.reset("gelu_forward")
     assert len(errors) == 1 and runner.trainer.step_count == 0 and runner.state == "idle"
     assert runner.step()["step"] == 1
+
+
+def test_a_broken_runner_listener_is_reported_and_training_goes_on(runner, capsys):
+    def broken_view(event):
+        raise KeyError("a broken view")
+
+    states = []
+    runner.on("state", broken_view)
+    runner.on("state", lambda e: states.append(e["state"]))
+    runner.run(2)
+    assert runner.wait(TIMEOUT)
+    assert runner.trainer.step_count == 2 and states == ["running", "idle"]
+    err = capsys.readouterr().err
+    assert "a 'state' listener raised" in err and "a broken view" in err
+
+
+def test_unknown_event_names_the_runners_and_the_trainers(runner):
+    expected = "expected one of: state, error, reset, step, eval, run_start, run_end"
+    for call in (runner.on, runner.off):
+        with pytest.raises(ValueError, match=f"unknown event 'stat'; {expected}"):
+            call("stat", print)
 
 
 def test_model_forward_from_the_main_thread_while_training(runner):

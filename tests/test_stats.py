@@ -239,18 +239,34 @@ def test_forward_only_pass_after_a_step_is_skipped_and_a_reset_starts_over():
     trainer.step()
     # a view running the model on a prompt between the step and the recorder leaves no
     # backward to read: the recorder skips that step instead of mixing two passes
+    def forward_only(metrics):
+        trainer.model.forward(np.zeros((1, 4), np.int64))
+
     trainer.off("step", rec._on_step)
-    trainer.on("step", lambda m: trainer.model.forward(np.zeros((1, 4), np.int64)))
+    trainer.on("step", forward_only)
     trainer.on("step", rec._on_step)
     trainer.step()
     assert rec.skipped == 1 and rec.steps == [1]
     trainer.step_count = 0                              # what a reset does
-    trainer._listeners["step"] = [rec._on_step]
+    trainer.off("step", forward_only)
     trainer.step()
     assert rec.steps == [1]                             # history cleared, step 1 of the new run
     rec.close()
     trainer.step()
     assert rec.steps == [1]
+
+
+def test_record_listeners_see_each_new_record_until_they_unsubscribe():
+    trainer = small_trainer()
+    rec = GradientRecorder(trainer, every=2)
+    seen = []
+    listener = rec.on("record", lambda r: seen.append(r.steps[-1]))
+    trainer.run(4)
+    rec.off("record", listener)
+    trainer.run(2)
+    assert seen == [1, 3] and rec.steps == [1, 3, 5]
+    with pytest.raises(ValueError, match="unknown event 'step'; expected one of: record"):
+        rec.on("step", print)
 
 
 def test_activation_stats_on_a_hand_made_model_state():

@@ -163,7 +163,7 @@ def test_a_view_made_by_the_user_stops_recording_on_close():
     view.close()                                        # a second close is harmless
     trainer.step()
     assert view.recorder.steps == [1]
-    assert trainer._listeners["step"] == [] and trainer._listeners["run_end"] == []
+    assert not trainer._events.listening("step") and not trainer._events.listening("run_end")
 
 
 @pytest.mark.parametrize("bad", [None, "model"])

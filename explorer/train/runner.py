@@ -19,6 +19,8 @@ States: "idle" (nothing to do), "running" (the thread is taking steps), "paused"
 interrupted by pause() or by an error; run() resumes it). Events, called on the training
 thread: "state" {"state", "step"}, "error" {"error", "traceback", "step"}, "reset"
 {"seed", "step"}; and through `on` also the trainer's own events ("step", "eval", ...).
+A runner event's listener that raises is reported on stderr and the others still run (a
+broken view must not stop training); the trainer's events keep the trainer's rule.
 """
 import sys
 import threading
@@ -29,6 +31,9 @@ from concurrent.futures import Future
 from dataclasses import replace
 
 import numpy as np
+
+from .events import Events
+from .trainer import EVENTS as TRAINER_EVENTS
 
 RUNNER_EVENTS = ("state", "error", "reset")
 _FOREVER = sys.maxsize     # "until paused": more steps than anyone will take
@@ -60,7 +65,7 @@ class BackgroundTrainer:
         self.state = "idle"
         self.error = None            # the last exception raised inside a step, if any
         self.error_traceback = None  # ... and its traceback, as text
-        self._listeners = {e: [] for e in RUNNER_EVENTS}
+        self._events = Events(RUNNER_EVENTS, on_error=_report_listener_error)
         self._cond = threading.Condition()
         self._queue = deque()        # single commands: ("step" | "reset", argument, Future)
         self._target = None          # absolute step count the current run() goes to
@@ -81,31 +86,27 @@ class BackgroundTrainer:
     def on(self, event, callback):
         """Call callback(payload: dict) on `event`: one of RUNNER_EVENTS, or any event of the
         trainer (which the trainer calls on the training thread)."""
-        if event in self._listeners:
-            self._listeners[event].append(callback)
-            return callback
-        return self.trainer.on(event, callback)
+        return self._events_of(event).on(event, callback)
 
     def off(self, event, callback):
-        if event in self._listeners:
-            self._listeners[event].remove(callback)
-        else:
-            self.trainer.off(event, callback)
+        """Stop calling callback on `event` (ValueError if it was not subscribed)."""
+        self._events_of(event).off(event, callback)
 
-    def _emit(self, event, payload):
-        for callback in list(self._listeners[event]):
-            try:
-                callback(payload)
-            except Exception:   # a broken view must not stop training: report it and go on
-                print(f"explorer: a {event!r} listener raised:", file=sys.stderr)
-                traceback.print_exc()
+    def _events_of(self, event):
+        """Who keeps `event`'s listeners: this runner, or its trainer."""
+        if event in RUNNER_EVENTS:
+            return self._events
+        if event in TRAINER_EVENTS:
+            return self.trainer
+        raise ValueError(f"unknown event {event!r}; expected one of: "
+                         f"{', '.join(RUNNER_EVENTS + TRAINER_EVENTS)}")
 
     def _set_state(self, state):
         with self._cond:
             changed, self.state = self.state != state, state
             self._cond.notify_all()
         if changed:
-            self._emit("state", {"state": state, "step": self.trainer.step_count})
+            self._events.emit("state", {"state": state, "step": self.trainer.step_count})
 
     # ----------------------------------------------------------------- commands
     def run(self, steps=None):
@@ -317,18 +318,25 @@ class BackgroundTrainer:
         with self._cond:
             if self._target is not None:
                 self._pause_requested = True
-        if not self._listeners["error"]:
+        if not self._events.listening("error"):
             print(f"explorer: training paused at step {self.trainer.step_count}: "
                   f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        self._emit("error", {"error": exc, "traceback": self.error_traceback,
-                             "step": self.trainer.step_count})
+        self._events.emit("error", {"error": exc, "traceback": self.error_traceback,
+                                    "step": self.trainer.step_count})
 
     def _reset_now(self, seed):
         trainer = self.trainer
         seed = trainer.reset(seed)
         self.error = self.error_traceback = None
-        self._emit("reset", {"seed": seed, "step": 0})
+        self._events.emit("reset", {"seed": seed, "step": 0})
         return None
+
+
+def _report_listener_error(event, exc):
+    """A runner event's listener raised: report it and go on (a broken view must not stop
+    training)."""
+    print(f"explorer: a {event!r} listener raised:", file=sys.stderr)
+    traceback.print_exception(exc)
 
 
 def _ipython_shell():

@@ -5,6 +5,7 @@
     recorder.steps                             # [1, 2, ..., 100] (thinned when history is full)
     recorder.series("grad_norm")               # (steps, parameters) array
     recorder.layer_grad_norms()                # {"embedding": (steps,), "layer 0": ..., "final": ...}
+    recorder.on("record", callback)            # callback(recorder) after each new record
 
 Per recorded step it keeps, for every parameter, the gradient norm ||dL/dp|| (before
 clipping) and the update-to-data ratio ||p_after - p_before|| / ||p_before||; per layer, the
@@ -23,6 +24,7 @@ import threading
 import numpy as np
 
 from ..kernels.runtime import compute_lock
+from .events import Events
 
 # Block tensors whose values (model.acts) and gradients (model.grad_acts) get histograms.
 HIST_TENSORS = ("residual2", "attn.out", "mlp.fc", "mlp.gelu")
@@ -33,6 +35,8 @@ GRAD_EXPONENTS = (-34, 0)   # |gradient| in bins of a factor 2, from 2^-34 (~6e-
 # GELU: for |x| > 3 it is flat (x < -3: output > -0.004, slope within 0.012 of 0) or the
 # identity (x > 3): either way the non-linearity does nothing there.
 SATURATION = 3.0
+# What a GradientRecorder tells its listeners about: "record", after each new record.
+RECORDER_EVENTS = ("record",)
 
 # ----------------------------------------------------------------------------- pure functions
 
@@ -235,7 +239,7 @@ class GradientRecorder:
         self.series_history = History(every, max_steps_kept)
         self.hist_history = History(every * hist_every, max_steps_kept)
         self._lock = threading.Lock()       # guards the histories: views read them from other threads
-        self._listeners = []
+        self._events = Events(RECORDER_EVENTS)   # a listener's exception propagates out of record()
         self._prev_params, self._prev_step = None, None
         self.skipped = 0                    # steps not recorded: another forward ran before we could
         if self.trainer is not None:
@@ -251,13 +255,14 @@ class GradientRecorder:
         return list(self.hist_history.steps)
 
     # ------------------------------------------------------------------ subscription
-    def add_listener(self, callback):
-        """Call callback(recorder) after each new record (on the thread that recorded it)."""
-        self._listeners.append(callback)
-        return callback
+    def on(self, event, callback):
+        """on("record", callback): call callback(recorder) after each new record (on the thread
+        that recorded it)."""
+        return self._events.on(event, callback)
 
-    def remove_listener(self, callback):
-        self._listeners.remove(callback)
+    def off(self, event, callback):
+        """Stop calling callback on `event` (ValueError if it was not subscribed)."""
+        self._events.off(event, callback)
 
     def close(self):
         """Stop recording (unsubscribe from the trainer) and free the parameter copy."""
@@ -317,8 +322,7 @@ class GradientRecorder:
             if histograms:
                 act_h, grad_h = ({k: v.astype(np.int32) for k, v in h.items()} for h in hist)
                 self.hist_history.add(step, {"act": act_h, "grad": grad_h})
-        for callback in list(self._listeners):
-            callback(self)
+        self._events.emit("record", self)
         return entry
 
     def catch_up_histograms(self):

@@ -21,6 +21,7 @@ from .. import kernels
 from ..kernels.adamw import count_nonfinite
 from ..kernels.clip import clip_scale
 from ..kernels.runtime import compute_lock, max_threads, using_threads
+from .events import Events
 from .thread_tuner import ThreadTuner
 
 EVENTS = ("step", "eval", "run_start", "run_end")
@@ -116,7 +117,7 @@ class Trainer:
         self.rng = np.random.default_rng(self.config.seed)
         self.history = []        # metrics of every step taken
         self.eval_history = []
-        self._listeners = {e: [] for e in EVENTS}
+        self._events = Events(EVENTS)   # a listener's exception propagates out of the step/run
         self._stop_requested = False
         # weight decay on matrices only (not biases, layernorm gains or... position table)
         self._segments = model.param_offsets
@@ -149,18 +150,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- events
     def on(self, event, callback):
-        """Call callback(metrics: dict) when `event` happens: one of EVENTS."""
-        if event not in self._listeners:
-            raise ValueError(f"unknown event {event!r}; expected one of {EVENTS}")
-        self._listeners[event].append(callback)
-        return callback
+        """Call callback(metrics: dict) when `event` happens: one of EVENTS. A listener that
+        raises stops the run (the step it follows is taken: "step" comes after the update)."""
+        return self._events.on(event, callback)
 
     def off(self, event, callback):
-        self._listeners[event].remove(callback)
-
-    def _emit(self, event, payload):
-        for callback in list(self._listeners[event]):
-            callback(payload)
+        """Stop calling callback on `event` (ValueError if it was not subscribed)."""
+        self._events.off(event, callback)
 
     # ----------------------------------------------------------------- one step
     def step(self):
@@ -185,7 +181,7 @@ class Trainer:
                     self.thread_tuner.record(threads, metrics["ms"] / 1000)
             self.history.append(metrics)
             # still under the lock: listeners read the model's record of exactly this step
-            self._emit("step", metrics)
+            self._events.emit("step", metrics)
         return metrics
 
     def _guarded_state(self):
@@ -276,14 +272,14 @@ class Trainer:
             if hasattr(self.data, "evaluate"):
                 result.update(self.data.evaluate(self.model, rng))
         self.eval_history.append(result)
-        self._emit("eval", result)
+        self._events.emit("eval", result)
         return result
 
     def run(self, steps):
         """Take `steps` steps (fewer if stop() is called), validating every eval_interval."""
         _integer("steps", steps, 0)
         self._stop_requested = False
-        self._emit("run_start", {"step": self.step_count, "steps": steps})
+        self._events.emit("run_start", {"step": self.step_count, "steps": steps})
         try:
             for _ in range(steps):
                 if self._stop_requested:
@@ -293,7 +289,7 @@ class Trainer:
                 if every and self.step_count % every == 0:
                     self.evaluate()
         finally:
-            self._emit("run_end", {"step": self.step_count})
+            self._events.emit("run_end", {"step": self.step_count})
         return self.history[-1] if self.history else None
 
     def stop(self):
@@ -353,6 +349,7 @@ class Trainer:
         return moments[0], moments[1], int(step), rng
 
     def put_state(self, state):
+        """Write a state that check_state() returned (nothing is checked again)."""
         m, v, step, rng = state
         with _writable(self.m, self.v):
             self.m[...] = m

@@ -87,7 +87,7 @@ class GradientFlow:
         self._throttle = Throttle(min_steps=1, min_seconds=min_seconds)
         self._lock = threading.RLock()       # the training thread and the UI both draw
         self._build()
-        self.recorder.add_listener(self._on_record)
+        self.recorder.on("record", self._on_record)
         if self.trainer is not None:
             self.trainer.on("run_end", self._on_run_end)
         self.refresh()
@@ -296,8 +296,11 @@ class GradientFlow:
 
     def close(self):
         """Stop listening (and stop recording, if this view made the recorder). Idempotent."""
-        if self._on_record in self.recorder._listeners:
-            self.recorder.remove_listener(self._on_record)
+        try:
+            self.recorder.off("record", self._on_record)
+        except ValueError:
+            pass                            # closed already
+        else:
             if self.trainer is not None:
                 self.trainer.off("run_end", self._on_run_end)
         if self._owns_recorder:
