@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_info
 
+from explorer.kernels import runtime
 from explorer.kernels._workpool import for_each
 from explorer.kernels.runtime import max_threads, using_threads
+from explorer.lab.sandbox import Sandbox
 from explorer.train.presets import get_preset
 from explorer.train.runner import BackgroundTrainer
 from explorer.train.thread_tuner import ThreadTuner
@@ -87,6 +89,30 @@ def test_using_threads_limits_numba_and_blas_inside_only():
     with pytest.raises(ValueError, match="from 1 to"):
         with using_threads(0):
             pass
+
+
+def test_one_compute_lock_held_through_a_step():
+    """The models' lock, the lab sandbox's and the runtime's are one object, and a step holds
+    it: another thread cannot take it while a step listener runs."""
+    _, model, trainer = get_preset("reverse-tiny").build(seed=0)
+    assert model.lock is runtime.compute_lock and Sandbox().lock is runtime.compute_lock
+    taken_elsewhere = []
+
+    def try_from_another_thread(metrics):
+        def attempt():
+            got = model.lock.acquire(blocking=False)
+            taken_elsewhere.append(got)
+            if got:
+                model.lock.release()
+        thread = threading.Thread(target=attempt)
+        thread.start()
+        thread.join()
+
+    trainer.on("step", try_from_another_thread)
+    trainer.step()
+    assert taken_elsewhere == [False]
+    try_from_another_thread(None)                       # between steps it is free
+    assert taken_elsewhere == [False, True]
 
 
 def test_trainer_threads_setting_and_results_agree_across_counts():

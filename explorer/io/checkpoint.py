@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import safetensors.numpy
 
-from ..kernels.runtime import compute_lock
 from ..model.config import BLOCK_PARAMS, GPTConfig, param_shapes
 from ..model.gpt import GPT
 from .safetensors_format import (
@@ -94,7 +93,7 @@ class Checkpoint:
             bad = int(array.size - np.count_nonzero(np.isfinite(array)))
             if bad:
                 raise ValueError(f"{source}: parameter {name!r} holds {bad} NaN or Inf values")
-        with compute_lock:
+        with trainer.model.lock:
             state = trainer.check_state(self.optimizer_arrays, self.trainer_meta, source)
             load_params(trainer.model, params)
             trainer.put_state(state)
@@ -107,7 +106,7 @@ def save(obj, path, *, tokenizer=None):
     tokenizer: an object with to_dict(), or such a dict; if None, a trainer's
     trainer.data.tokenizer is used when it has one. Returns the path written."""
     path = os.fspath(path)
-    with compute_lock:  # no training step may run between copying params and optimizer state
+    with _model_of(obj).lock:  # no training step may run between copying params and optimizer state
         model, arrays, trainer_meta = _unpack(obj)
         tensors = {name: p.copy() for name, p in model.params.items()}
     for name, array in arrays.items():
@@ -127,21 +126,29 @@ def save(obj, path, *, tokenizer=None):
     return path
 
 
-def _unpack(obj):
-    """(model, optimizer arrays, trainer metadata) of a GPT or a trainer."""
+def _model_of(obj):
+    """The GPT of a GPT or of a trainer (anything with .model and .checkpoint_state())."""
     if isinstance(obj, GPT):
-        return obj, {}, None
+        return obj
     if hasattr(obj, "model") and hasattr(obj, "checkpoint_state"):
         if not isinstance(obj.model, GPT):
             raise TypeError(f"trainer.model must be a GPT, got {type(obj.model).__name__}")
-        arrays, meta = obj.checkpoint_state()
-        arrays = {name: np.array(a) for name, a in arrays.items()}  # copies: training goes on
-        if not isinstance(meta, dict):
-            raise TypeError(f"checkpoint_state() must return (arrays, dict), got metadata of "
-                            f"type {type(meta).__name__}")
-        return obj.model, arrays, meta
+        return obj.model
     raise TypeError(f"save() expects a GPT or a trainer (an object with .model and "
                     f".checkpoint_state()), got {type(obj).__name__}")
+
+
+def _unpack(obj):
+    """(model, optimizer arrays, trainer metadata) of a GPT or a trainer."""
+    model = _model_of(obj)
+    if obj is model:
+        return model, {}, None
+    arrays, meta = obj.checkpoint_state()
+    arrays = {name: np.array(a) for name, a in arrays.items()}  # copies: training goes on
+    if not isinstance(meta, dict):
+        raise TypeError(f"checkpoint_state() must return (arrays, dict), got metadata of "
+                        f"type {type(meta).__name__}")
+    return model, arrays, meta
 
 
 def _tensor(array, what):
@@ -354,7 +361,7 @@ def load_params(model, named_arrays):
             raise ValueError(f"parameter {name!r} has dtype {array.dtype}, expected a float "
                              f"dtype (float32)")
         arrays[name] = array
-    with compute_lock:
+    with model.lock:
         for name, array in arrays.items():
             model.params[name][...] = array
     return model

@@ -28,7 +28,6 @@ import warnings
 import numpy as np
 import safetensors.numpy
 
-from ..kernels.runtime import compute_lock
 from ..model.config import GPTConfig
 from ..model.gpt import GPT
 from .checkpoint import NoChecksumWarning, atomic_write, check_finite, check_shapes, load_params
@@ -220,7 +219,7 @@ def save_hf(model: GPT, folder):
     transformers.GPT2LMHeadModel.from_pretrained(folder) rebuilds this model."""
     folder = os.fspath(folder)
     os.makedirs(folder, exist_ok=True)
-    with compute_lock:  # a consistent copy even while a trainer runs
+    with model.lock:  # a consistent copy even while a trainer runs
         tensors = to_hf_state_dict(model.params)
     # from_pretrained insists on this metadata entry to know the tensors are PyTorch's layout
     atomic_write(os.path.join(folder, WEIGHTS_NAME),

@@ -25,7 +25,6 @@ import warnings
 
 import numpy as np
 
-from ..kernels.runtime import compute_lock
 from ..model.config import BLOCK_PARAMS, GPTConfig, param_shapes
 from ..model.gpt import GPT
 from .checkpoint import NoChecksumWarning, atomic_write, check_finite, load_params
@@ -55,7 +54,7 @@ def save_llmc(model: GPT, path):
     Vp = padded_vocab_size(V)
     header = np.zeros(HEADER_INTS, dtype="<i4")
     header[:8] = [MAGIC, SAVE_VERSION, cfg.block_size, V, cfg.n_layer, cfg.n_head, C, Vp]
-    with compute_lock:  # a consistent copy even while a trainer runs
+    with model.lock:  # a consistent copy even while a trainer runs
         flat = model.flat_params.astype("<f4")  # (a copy)
     padding = np.zeros((Vp - V) * C, dtype="<f4")
 

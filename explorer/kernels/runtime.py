@@ -9,7 +9,10 @@ fall back to a short spin timeout being absent, which costs speed, not correctne
 
 All Numba/BLAS compute in the package runs under one lock (`compute_lock`): Numba's
 portable `workqueue` threading layer (the only one on macOS pip wheels) aborts the
-process when two threads launch parallel kernels at once, so we serialise them.
+process when two threads launch parallel kernels at once, so we serialise them. This
+module owns it; code that works on a model takes it as `model.lock` (the same object),
+and only code that runs kernels with no model at hand reaches for it here: the lab's
+Sandbox, whose `lock` its kernel checks use.
 
 How many threads a computation uses is set here too (`using_threads`, `max_threads`); the
 trainer's choice of a count by timing steps is explorer.train.thread_tuner.
@@ -53,7 +56,7 @@ if _LATE:
                   RuntimeWarning, stacklevel=3)
 
 #: One lock around every compiled computation (re-entrant: the trainer holds it while the
-#: model it calls takes it again).
+#: model it calls takes it again). Reach it as `model.lock` wherever there is a model.
 compute_lock = threading.RLock()
 
 

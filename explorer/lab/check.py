@@ -18,7 +18,6 @@ import numpy as np
 
 from .. import kernels
 from ..kernels import reference as ref
-from ..kernels.runtime import compute_lock
 from . import gradcheck
 from .compile import fresh_compile
 from .report import KernelReport, OutputCheck
@@ -84,7 +83,7 @@ def check_kernel(name, fn, *, model_calls=(), timing=True, timeout=30.0, sandbox
         return _fault(report, checked.error_type, _explain(checked, name), checked.traceback)
     try:
         fast = fresh_compile(fn)
-        with compute_lock:
+        with sandbox.lock:
             results = _run_all(fast, cases)
     except Exception as exc:                                  # noqa: BLE001
         return _fault(report, type(exc).__name__,
@@ -268,15 +267,16 @@ def _time_kernels(report, name, fn, fast, sandbox, timeout):
     report.timing_sizes = {k: TIMING_SIZES[k] for k in ("B", "T", "C", "NH", "OC", "V", "N")}
     mine, theirs = _copy(case.args), _copy(case.args)
     report.timings_ms = {
-        "yours": median_ms(lambda: fast(*mine.values())),
-        "shipped": median_ms(lambda: kernels.shipped(name)(*theirs.values())),
-        "reference (NumPy, float64)": median_ms(lambda: spec.reference(float64)),
+        "yours": median_ms(lambda: fast(*mine.values()), sandbox.lock),
+        "shipped": median_ms(lambda: kernels.shipped(name)(*theirs.values()), sandbox.lock),
+        "reference (NumPy, float64)": median_ms(lambda: spec.reference(float64), sandbox.lock),
     }
 
 
-def median_ms(call, budget_s=0.5, max_repeats=15):
-    """Median wall time of call() in ms, after one warm-up call, within about budget_s."""
-    with compute_lock:
+def median_ms(call, lock, budget_s=0.5, max_repeats=15):
+    """Median wall time of call() in ms, after one warm-up call, within about budget_s,
+    holding `lock` (the compute lock: no training step runs in between to skew the times)."""
+    with lock:
         call()
         times, started = [], time.perf_counter()
         while len(times) < max_repeats and (len(times) < 3 or time.perf_counter() - started < budget_s):

@@ -19,7 +19,6 @@ import numpy as np
 
 from .. import kernels
 from ..kernels import reference as ref
-from ..kernels.runtime import compute_lock
 from ..train.presets import get_preset
 from .check import Case, check_kernel
 from .sandbox import Sandbox
@@ -107,7 +106,7 @@ class KernelLab:
                 run.status = "stopped"
                 break
             try:
-                with compute_lock, only_shipped_except(**swap):
+                with trainer.model.lock, only_shipped_except(**swap):
                     metrics = trainer.step()
             except Exception as exc:                      # noqa: BLE001 (the run ends, we don't)
                 run.status, run.error = "failed", f"step {trainer.step_count + 1}: {type(exc).__name__}: {exc}"
@@ -162,6 +161,6 @@ def _capture(name, preset, seed, limit):
         return returned
 
     _, _, trainer = preset.build(seed=seed)
-    with compute_lock, only_shipped_except(**{name: recorder}):
+    with trainer.model.lock, only_shipped_except(**{name: recorder}):
         trainer.step()
     return cases

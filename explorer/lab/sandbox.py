@@ -10,6 +10,10 @@ Limits of the copy: it must not start OpenMP threads (GNU OpenMP aborts a forked
 does), so the lab runs the bounds-checked, single-threaded build there. Where fork is
 missing (Windows) the work runs in this process, still bounds-checked, without the crash and
 endless-loop protection; `isolated` in the result says which happened.
+
+The sandbox also holds the lab's one reference to the process's compute lock (`lock`, the
+lock every model takes as `model.lock`): a fork waits for it, and the lab runs its own
+in-process compute (the checked kernel's real build, timings) under it.
 """
 import faulthandler
 import io
@@ -23,7 +27,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from ..kernels.runtime import compute_lock
+from ..kernels import runtime
 
 CAN_FORK = hasattr(os, "fork") and sys.platform != "win32"
 
@@ -44,6 +48,9 @@ class Sandbox:
     """One isolated run at a time; `cancel()` (any thread) stops the one in progress."""
 
     def __init__(self):
+        #: explorer.kernels.runtime's compute lock: held at the fork, so that no training
+        #: step or compile of ours is half way in the copy; the lab computes under it too
+        self.lock = runtime.compute_lock
         self._pid = None
         self._cancelled = threading.Event()
 
@@ -58,7 +65,7 @@ class Sandbox:
         self._cancelled.clear()
         if not (CAN_FORK if isolated is None else isolated):
             return _run_here(work)
-        with compute_lock:          # no training step or compile of ours is half way at the fork
+        with self.lock:             # no training step or compile of ours is half way at the fork
             read_end, write_end = os.pipe()
             pid = os.fork()
             if pid == 0:            # the copy: never returns

@@ -10,8 +10,8 @@
 Why a thread: widget callbacks (a Pause button) run on the kernel's main thread, so a cell
 that trains in a loop would hold every click until it finishes. The runner owns ONE daemon
 thread that takes commands (run, step, reset) from a queue; the main thread only sets flags,
-so every method here returns quickly. The model's compute is serialised by
-explorer.kernels.runtime.compute_lock, so other cells may still call model.forward meanwhile.
+so every method here returns quickly. The model's compute is serialised by its lock
+(model.lock), so other cells may still call model.forward meanwhile.
 Unless the trainer's `threads` was set, the runner sets it to "auto": the browser drawing the
 views takes cores, and one thread is then often faster than all (explorer/train/thread_tuner.py).
 

@@ -23,7 +23,6 @@ import threading
 
 import numpy as np
 
-from ..kernels.runtime import compute_lock
 from .events import Events
 
 # Block tensors whose values (model.acts) and gradients (model.grad_acts) get histograms.
@@ -298,7 +297,7 @@ class GradientRecorder:
         elif series or hists:
             self.record(step, series=series, histograms=hists)
         if self.series_history.due(step + 1):   # keep the next recorded step's "before"
-            with compute_lock:
+            with self.model.lock:
                 self._keep_params(step)
 
     # ------------------------------------------------------------------ recording
@@ -313,7 +312,7 @@ class GradientRecorder:
             steps = self.series_history.steps
             step = self.trainer.step_count if self.trainer else (steps[-1] + 1 if steps else 0)
         n_layer = model.config.n_layer
-        with compute_lock:                  # nobody may overwrite the buffers while we read them
+        with model.lock:                    # nobody may overwrite the buffers while we read them
             entry = self._measure(step) if series else None
             hist = layer_histograms(model.acts, model.grad_acts, n_layer) if histograms else None
         with self._lock:

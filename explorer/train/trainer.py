@@ -20,7 +20,7 @@ import numpy as np
 from .. import kernels
 from ..kernels.adamw import count_nonfinite
 from ..kernels.clip import clip_scale
-from ..kernels.runtime import compute_lock, max_threads, using_threads
+from ..kernels.runtime import max_threads, using_threads
 from .events import Events
 from .thread_tuner import ThreadTuner
 
@@ -163,7 +163,7 @@ class Trainer:
         """One training step; returns its metrics. Atomic: if anything raises inside it, the
         parameters, the optimizer state, the step count and the data sampler's random state
         are bitwise what they were before it (see `_guarded`)."""
-        with compute_lock, interrupts_deferred():
+        with self.model.lock, interrupts_deferred():
             rng_state = self.rng.bit_generator.state
             saved = self._guarded_state()
             threads = self._step_threads()
@@ -240,7 +240,7 @@ class Trainer:
     def reset(self, seed=None):
         """Back to step 0: fresh weights from `seed` (default: the config's), zero optimizer
         state, the data sampler restarted, the history cleared."""
-        with compute_lock:
+        with self.model.lock:
             if seed is not None:
                 _integer("seed", seed, 0)
                 self.config.seed = int(seed)
@@ -263,7 +263,7 @@ class Trainer:
         batches = batches or self.config.eval_batches
         rng = np.random.default_rng([self.config.seed, self.step_count, 1])
         threads = self.thread_tuner.choice if self.thread_tuner is not None else self._threads
-        with compute_lock, using_threads(threads) if threads else contextlib.nullcontext():
+        with self.model.lock, using_threads(threads) if threads else contextlib.nullcontext():
             losses = []
             for _ in range(batches):
                 x, y = self.data.get_batch("val", self.config.batch_size, self.seq_len, rng)

@@ -33,7 +33,6 @@ import numpy as np
 
 from .. import kernels
 from ..kernels import attention
-from ..kernels.runtime import compute_lock
 from ..model.config import GPTConfig
 
 #: Compiled by the helper: the backward pass (but its first kernel) and the optimizer, about
@@ -135,10 +134,10 @@ def _compile_the_rest(model_class, spec):
     """In this process, meanwhile: a forward and backward pass of a small model with the
     helper's kernels doing nothing, so that every other kernel of the model compiles now,
     whatever order the real step asks for them in. (The registry is swapped for the
-    duration, under the compute lock that every model and trainer holds while computing.)"""
+    duration, under the model's lock: the compute lock every model and trainer holds.)"""
     model = _small_model(model_class, spec)
     idx = np.zeros((1, spec["block_size"]), np.int64)
-    with compute_lock, kernels.use(**{name: _do_nothing for name in HELPER_KERNELS}):
+    with model.lock, kernels.use(**{name: _do_nothing for name in HELPER_KERNELS}):
         model.forward(idx, idx)
         model.backward()
 

@@ -14,7 +14,6 @@ and a small set of activation buffers (batch 1, T tokens).
 """
 import numpy as np
 
-from ..kernels.runtime import compute_lock
 from ..model.gpt import GPT
 
 
@@ -40,7 +39,7 @@ class AttentionProbe:
         cfg = self.model.config
         # under the lock: a training step on another thread cannot change the parameters
         # half way through the copy
-        with compute_lock:
+        with self.model.lock:
             np.copyto(self.shadow.flat_params, self.model.flat_params)
             self.shadow.forward(self.ids[None, :])
             # np.stack copies: the shadow's buffers are overwritten by the next probe

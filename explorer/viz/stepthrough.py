@@ -21,7 +21,6 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..kernels.runtime import compute_lock
 from ._display import plain_text, view_bundle
 from ._figure import FigureWidget
 from ._plotly import static_copy
@@ -125,7 +124,7 @@ def capture_trace(model, trainer=None, full=None):
     """[OpSnapshot] of the model's last forward/backward (and the trainer's last update).
     full=None keeps full copies when the tensors add up to at most COPY_LIMIT bytes."""
     names = _buffer_names(model, trainer)
-    with compute_lock:                    # nobody may overwrite the buffers while we read them
+    with model.lock:                      # nobody may overwrite the buffers while we read them
         trace = list(model.trace)
         arrays = {id(a): a for op in trace for a in (*op.outputs.values(), *op.inputs.values())
                   if isinstance(a, np.ndarray)}

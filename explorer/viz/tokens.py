@@ -14,7 +14,6 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from ..kernels.runtime import compute_lock
 from ..model.generate import next_token_logits
 from ._display import LIVE_HINT, plain_text, view_bundle
 from ._figure import FigureWidget
@@ -254,7 +253,7 @@ class SamplingView:
             return
         context = np.array([self.tokens[-self.model.config.block_size:]], dtype=np.int64)
         self.model._check_tokens(context, "prompt")   # a clear error for ids outside the vocab
-        with compute_lock:
+        with self.model.lock:
             logits = next_token_logits(self.model, context)
         self._logits = logits[0].astype(np.float64)
 
