@@ -29,12 +29,16 @@ config before it allocates the model, so a header that claims a huge model fails
 Every write goes to a temporary file in the same folder first, is flushed to disk, and
 only then renamed over the target: a crash mid-save leaves the old file, never half a file.
 """
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import uuid
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 import safetensors.numpy
@@ -53,6 +57,24 @@ FORMAT_VERSION = 2                 # 2 added "checksums"; version 1 files still 
 CHECKSUM_ALGORITHM = "sha256"
 METADATA_KEY = "explorer"          # the one safetensors metadata entry we use
 OPTIMIZER_PREFIX = "optimizer."    # tensor-name prefix of the trainer's arrays
+
+#: A file or folder name, as open() takes it.
+StrPath = str | os.PathLike
+
+
+class TrainerLike(Protocol):
+    """A trainer as save() and Checkpoint.restore() see it (explorer.train.Trainer is one;
+    io imports nothing from the train floor)."""
+    model: GPT
+
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict]:
+        """(optimizer arrays, JSON-able metadata) that, with the model, restore it."""
+
+    def check_state(self, arrays: dict[str, np.ndarray], meta: dict, source: str) -> Any:
+        """Validate saved state, writing nothing; returns what put_state() writes."""
+
+    def put_state(self, state: Any) -> None:
+        """Write a state that check_state() returned."""
 
 
 class NoChecksumWarning(UserWarning):
@@ -76,7 +98,7 @@ class Checkpoint:
     def config(self) -> GPTConfig:
         return self.model.config
 
-    def restore(self, trainer):
+    def restore(self, trainer: TrainerLike) -> None:
         """Copy the params into trainer.model and hand the optimizer state to the trainer.
         Everything is checked first: a bad file raises (naming it and what is wrong) and
         leaves the trainer exactly as it was."""
@@ -100,7 +122,7 @@ class Checkpoint:
 
 
 # --------------------------------------------------------------------------- saving
-def save(obj, path, *, tokenizer=None):
+def save(obj: GPT | TrainerLike, path: StrPath, *, tokenizer: Any = None) -> str:
     """Write a GPT, or a trainer (anything with .model and .checkpoint_state()), to `path`.
 
     tokenizer: an object with to_dict(), or such a dict; if None, a trainer's
@@ -269,7 +291,7 @@ def _fsync_folder(folder):
 
 
 # --------------------------------------------------------------------------- loading
-def load(path) -> Checkpoint:
+def load(path: StrPath) -> Checkpoint:
     """Read a checkpoint written by save(). Raises FileNotFoundError or ValueError saying
     what is wrong with the file (truncated, not ours, wrong version, missing tensor, a
     tensor that fails its checksum, NaN or infinite values, ...).
@@ -341,7 +363,7 @@ def _parse_header(metadata, path):
     return header
 
 
-def load_params(model, named_arrays):
+def load_params(model: GPT, named_arrays: Mapping[str, np.ndarray]) -> GPT:
     """Copy arrays into model.params by name, in place (model.flat_params stays the one
     buffer the optimizer sees). Every param must be given, with exactly its shape; nothing
     is copied unless all of them check out."""

@@ -20,17 +20,21 @@ Hugging Face files carry no checksums: load_hf checks the tensors' names and sha
 files' headers against config.json before it allocates anything, refuses NaN and infinite
 weights, and warns once per call (NoChecksumWarning) that the values could not be verified.
 """
+from __future__ import annotations
+
 import json
 import os
 import re
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import safetensors.numpy
 
 from ..model.config import GPTConfig
 from ..model.gpt import GPT
-from .checkpoint import NoChecksumWarning, atomic_write, check_finite, check_shapes, load_params
+from .checkpoint import NoChecksumWarning, StrPath, atomic_write, check_finite, check_shapes, load_params
 from .safetensors_format import read_safetensors, read_safetensors_header
 
 PREFIX = "transformer."   # GPT2LMHeadModel's body; the hub's gpt2 files omit it
@@ -99,7 +103,8 @@ def _numpy(value):
     return np.asarray(value)
 
 
-def to_hf_state_dict(named_arrays, *, include_lm_head=False):
+def to_hf_state_dict(named_arrays: Mapping[str, Any], *,
+                     include_lm_head: bool = False) -> dict[str, np.ndarray]:
     """{HF key: array} for a dict keyed like model.params (params, or grads).
 
     Conv1D weights come out transposed to (in, out). include_lm_head=True adds
@@ -115,7 +120,7 @@ def to_hf_state_dict(named_arrays, *, include_lm_head=False):
     return out
 
 
-def from_hf_state_dict(state_dict):
+def from_hf_state_dict(state_dict: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """{our name: array} from an HF GPT-2 state dict (NumPy arrays or torch tensors; keys
     with or without "transformer."). Mask buffers are skipped; "lm_head.weight" must be
     the token embedding itself (tied), since our LM head always is."""
@@ -214,7 +219,7 @@ def config_from_hf(hf: dict, source="config.json"):
 
 
 # --------------------------------------------------------------------------- files
-def save_hf(model: GPT, folder):
+def save_hf(model: GPT, folder: StrPath) -> str:
     """Write `folder`/model.safetensors and `folder`/config.json so that
     transformers.GPT2LMHeadModel.from_pretrained(folder) rebuilds this model."""
     folder = os.fspath(folder)
@@ -234,7 +239,7 @@ def _write_text(path, text):
         f.write(text)
 
 
-def load_hf(folder) -> GPT:
+def load_hf(folder: StrPath) -> GPT:
     """A GPT from a Hugging Face GPT-2 folder (config.json + model.safetensors, or a
     sharded model.safetensors.index.json), e.g. the hub's gpt2 124M files."""
     folder = os.fspath(folder)

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..model.config import BLOCK_PARAMS, GPTConfig, param_shapes
 from ..model.gpt import GPT
-from .checkpoint import NoChecksumWarning, atomic_write, check_finite, load_params
+from .checkpoint import NoChecksumWarning, StrPath, atomic_write, check_finite, load_params
 
 MAGIC = 20240326
 HEADER_INTS = 256             # 1024 bytes
@@ -47,7 +47,7 @@ def padded_vocab_size(vocab_size, multiple=VOCAB_MULTIPLE):
     return -(-vocab_size // multiple) * multiple
 
 
-def save_llmc(model: GPT, path):
+def save_llmc(model: GPT, path: StrPath) -> str:
     """Write `model` as an llm.c version-3 (float32, padded vocab) checkpoint."""
     cfg = model.config
     V, C = cfg.vocab_size, cfg.n_embd
@@ -98,7 +98,7 @@ def read_llmc_header(path):
     return {"version": version, "config": config, "padded_vocab_size": Vp, "dtype": dtype}
 
 
-def load_llmc(path) -> GPT:
+def load_llmc(path: StrPath) -> GPT:
     """A GPT from an llm.c checkpoint (versions 1, 2, 3 and 5; see the module docstring)."""
     path = os.fspath(path)
     info = read_llmc_header(path)

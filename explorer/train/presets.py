@@ -8,12 +8,19 @@
 Each preset states its goal, and the numbers in it were measured on a 2-core CPU (see
 `measured`). Toy-task presets train in seconds; shakespeare-char takes a few minutes.
 """
+from __future__ import annotations
+
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ..model.config import GPTConfig
 
+if TYPE_CHECKING:
+    from ..model.gpt import GPT
+    from .trainer import Batches, Trainer
 
-def make_dataset(spec):
+
+def make_dataset(spec: dict) -> Batches:
     """A dataset from a JSON-able description:
     {"task": "reverse", **task options}  or  {"corpus": "shakespeare", "tokenizer": "char"}."""
     from ..data import make_task, text_dataset
@@ -40,7 +47,7 @@ class Preset:
     lr: float
     steps: int
     warmup: int = 0
-    min_lr: float = None        # floor of the cosine decay; None: lr / 10 (as nanoGPT)
+    min_lr: float | None = None  # floor of the cosine decay; None: lr / 10 (as nanoGPT)
     eval_interval: int = 0
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -48,14 +55,15 @@ class Preset:
     goal: str = ""              # what a run of `steps` steps reaches
     measured: str = ""          # what we measured, where
 
-    def make_dataset(self):
+    def make_dataset(self) -> Batches:
+        """A fresh dataset (a task or a text corpus, as `data` describes it)."""
         return make_dataset(self.data)
 
-    def model_config(self, dataset):
+    def model_config(self, dataset: Any) -> GPTConfig:
         return GPTConfig(n_layer=self.n_layer, n_head=self.n_head, n_embd=self.n_embd,
                          vocab_size=dataset.vocab_size, block_size=self.block_size)
 
-    def trainer_options(self):
+    def trainer_options(self) -> dict[str, Any]:
         """Keyword arguments for explorer.train.trainer.Trainer (the learning rate warms up over
         `warmup` steps, then decays along a cosine to min_lr at `steps` and stays there, so a
         step taken after the run still learns)."""
@@ -64,7 +72,7 @@ class Preset:
                     max_steps=self.steps, min_lr=min_lr, eval_interval=self.eval_interval,
                     weight_decay=self.weight_decay, grad_clip=self.grad_clip)
 
-    def build(self, seed=0):
+    def build(self, seed: int = 0) -> tuple[Batches, GPT, Trainer]:
         """(dataset, model, trainer), ready for trainer.run(preset.steps)."""
         from ..model.gpt import GPT
         from .trainer import Trainer
@@ -74,7 +82,7 @@ class Preset:
         return dataset, model, trainer
 
 
-PRESETS = {p.name: p for p in [
+PRESETS: dict[str, Preset] = {p.name: p for p in [
     Preset(
         name="reverse-tiny",
         description="Reverse 8 digits ('40213577=77531204'): each answer digit copies one prompt "
@@ -136,7 +144,8 @@ PRESETS = {p.name: p for p in [
 ]}
 
 
-def get_preset(name):
+def get_preset(name: str) -> Preset:
+    """The preset called `name` (ValueError listing the available ones otherwise)."""
     if name not in PRESETS:
         raise ValueError(f"no preset named {name!r}; available: {', '.join(PRESETS)}")
     return PRESETS[name]

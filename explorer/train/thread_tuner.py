@@ -22,6 +22,7 @@ The thread count changes results only in their last bits (BLAS and the gradient 
 split their work by thread; measured: parameters within 6e-7 after 5 steps of reverse-tiny).
 """
 import statistics
+from collections.abc import Iterable
 
 from ..kernels.runtime import max_threads
 
@@ -32,7 +33,8 @@ class ThreadTuner:
     Each step: n = tuner.next_threads(); run the step with n threads; tuner.record(n, seconds).
     """
 
-    def __init__(self, candidates=None, trial_steps=3, recheck_every=200, slowdown=1.5):
+    def __init__(self, candidates: Iterable[int] | None = None, trial_steps: int = 3,
+                 recheck_every: int = 200, slowdown: float = 1.5):
         most = max_threads()
         if candidates is None:
             candidates = {most, max(1, most - 1), 1}   # all; all but one (for the browser); one
@@ -52,11 +54,11 @@ class ThreadTuner:
         self._times = {c: [] for c in self.candidates}
         self._since, self._recent, self._chosen_time = 0, [], None
 
-    def next_threads(self):
+    def next_threads(self) -> int:
         """How many threads the next step should use."""
         return self._plan[0] if self._plan else self.choice
 
-    def record(self, threads, seconds):
+    def record(self, threads: int, seconds: float) -> None:
         """The step that next_threads() asked for took `seconds`."""
         if self._plan:
             if threads != self._plan[0]:

@@ -8,12 +8,16 @@ A step is forward -> backward -> clip (global norm) -> AdamW. It is atomic: if a
 raises inside it (a bad batch, a student's kernel, a NaN loss), the parameters, the
 optimizer state, the step counter and the data sampler are as they were before it.
 """
+from __future__ import annotations
+
 import contextlib
 import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -24,7 +28,23 @@ from ..kernels.runtime import max_threads, using_threads
 from .events import Events
 from .thread_tuner import ThreadTuner
 
+if TYPE_CHECKING:
+    from ..model.gpt import GPT  # (a type only: model/gpt.py imports train/warmup.py)
+
 EVENTS = ("step", "eval", "run_start", "run_end")
+#: What check_state() returns and put_state() writes: AdamW's m and v, the step count, and
+#: the data sampler's generator (None: keep this trainer's).
+TrainerState = tuple[np.ndarray, np.ndarray, int, np.random.Generator | None]
+
+
+class Batches(Protocol):
+    """What a trainer trains on (explorer.data's corpora and tasks are such)."""
+
+    def get_batch(self, split: str, batch_size: int, seq_len: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(inputs, targets): int64 arrays of shape (batch_size, T), T <= seq_len (a task's
+        examples may be shorter), from `split` ("train" or "val"), drawn with rng; a target
+        of -1 is not scored."""
 
 
 @dataclass
@@ -38,7 +58,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
-    grad_clip: float = 1.0         # max global grad norm; 0 or None turns clipping off
+    grad_clip: float | None = 1.0  # max global grad norm; 0 or None turns clipping off
     seq_len: int | None = None     # T of the batches; None: the data's own or block_size
     eval_interval: int = 0         # validate every N steps during run(); 0: never
     eval_batches: int = 4
@@ -85,7 +105,7 @@ def _number(name, value, *, above=None, at_least=None, allowed=None):
         raise ValueError(f"{name} must be {allowed or f'a finite number {bound}'}, got {value!r}")
 
 
-def learning_rate(step, cfg: TrainConfig):
+def learning_rate(step: int, cfg: TrainConfig) -> float:
     """Linear warmup, then cosine decay from lr to min_lr over max_steps (step counts from 0)."""
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
@@ -96,7 +116,8 @@ def learning_rate(step, cfg: TrainConfig):
 
 
 class Trainer:
-    def __init__(self, model, data, batch_size=16, lr=1e-3, **options):
+    def __init__(self, model: GPT, data: Batches, batch_size: int = 16, lr: float = 1e-3,
+                 **options: Any):
         self.model = model
         self.data = data
         self.config = TrainConfig(batch_size=batch_size, lr=lr, **options)
@@ -126,13 +147,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- threads
     @property
-    def threads(self):
+    def threads(self) -> int | Literal["auto"] | None:
         """Threads the kernels use: None (all, as Numba and BLAS are set up), an int, or
         "auto" (chosen by timing steps: explorer.train.thread_tuner.ThreadTuner, in self.thread_tuner)."""
         return self._threads
 
     @threads.setter
-    def threads(self, value):
+    def threads(self, value: int | Literal["auto"] | None) -> None:
         if value == "auto":
             self.thread_tuner = ThreadTuner()
         elif value is None or (isinstance(value, int) and not isinstance(value, bool)
@@ -149,17 +170,17 @@ class Trainer:
         return self._threads
 
     # ----------------------------------------------------------------- events
-    def on(self, event, callback):
+    def on(self, event: str, callback: Callable[[dict], object]) -> Callable[[dict], object]:
         """Call callback(metrics: dict) when `event` happens: one of EVENTS. A listener that
         raises stops the run (the step it follows is taken: "step" comes after the update)."""
         return self._events.on(event, callback)
 
-    def off(self, event, callback):
+    def off(self, event: str, callback: Callable[[dict], object]) -> None:
         """Stop calling callback on `event` (ValueError if it was not subscribed)."""
         self._events.off(event, callback)
 
     # ----------------------------------------------------------------- one step
-    def step(self):
+    def step(self) -> dict:
         """One training step; returns its metrics. Atomic: if anything raises inside it, the
         parameters, the optimizer state, the step count and the data sampler's random state
         are bitwise what they were before it (see `_guarded`)."""
@@ -237,7 +258,7 @@ class Trainer:
             raise FloatingPointError(f"adamw_update made {bad} parameters NaN or Inf at step "
                                      f"{self.step_count}{which}: not updating")
 
-    def reset(self, seed=None):
+    def reset(self, seed: int | None = None) -> int:
         """Back to step 0: fresh weights from `seed` (default: the config's), zero optimizer
         state, the data sampler restarted, the history cleared."""
         with self.model.lock:
@@ -257,7 +278,7 @@ class Trainer:
         return seed
 
     # ----------------------------------------------------------------- loops
-    def evaluate(self, batches=None):
+    def evaluate(self, batches: int | None = None) -> dict:
         """Mean validation loss over `batches` batches (and task metrics, if the data has them).
         Uses its own random stream, so evaluating does not change the training batches."""
         batches = batches or self.config.eval_batches
@@ -275,7 +296,7 @@ class Trainer:
         self._events.emit("eval", result)
         return result
 
-    def run(self, steps):
+    def run(self, steps: int) -> dict | None:
         """Take `steps` steps (fewer if stop() is called), validating every eval_interval."""
         _integer("steps", steps, 0)
         self._stop_requested = False
@@ -292,26 +313,28 @@ class Trainer:
             self._events.emit("run_end", {"step": self.step_count})
         return self.history[-1] if self.history else None
 
-    def stop(self):
+    def stop(self) -> None:
         """Ask a running run() to stop after the step in progress (safe from any thread)."""
         self._stop_requested = True
 
     # ----------------------------------------------------------------- checkpoints
-    def checkpoint_state(self):
+    def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict]:
         """(arrays, metadata) that, with the model, restore this trainer exactly."""
         arrays = {"adamw.m": self.m, "adamw.v": self.v}
         meta = {"step": self.step_count, "train_config": asdict(self.config),
                 "rng_state": _jsonable_rng_state(self.rng.bit_generator.state)}
         return arrays, meta
 
-    def restore_state(self, arrays, meta, source="the checkpoint"):
+    def restore_state(self, arrays: dict[str, np.ndarray], meta: dict,
+                      source: str = "the checkpoint") -> None:
         """Put saved optimizer state back. Everything is checked before anything is written,
         so a bad state raises (naming `source` and what is wrong) and leaves this trainer as
         it was."""
         state = self.check_state(arrays, meta, source)
         self.put_state(state)
 
-    def check_state(self, arrays, meta, source="the checkpoint"):
+    def check_state(self, arrays: dict[str, np.ndarray], meta: dict,
+                    source: str = "the checkpoint") -> TrainerState:
         """Validate (arrays, meta) from checkpoint_state(), writing nothing; returns the state
         that put_state() writes (Checkpoint.restore checks everything before writing any)."""
         moments = []
@@ -348,7 +371,7 @@ class Trainer:
                                  f"{meta['rng_state']!r:.120}") from None
         return moments[0], moments[1], int(step), rng
 
-    def put_state(self, state):
+    def put_state(self, state: TrainerState) -> None:
         """Write a state that check_state() returned (nothing is checked again)."""
         m, v, step, rng = state
         with _writable(self.m, self.v):
