@@ -4,6 +4,7 @@
     explorer sample runs/reverse-tiny-... --prompt "ROMEO:" --tokens 200    # or .../checkpoint.safetensors
     explorer bench --configs tiny,small
     explorer demo --preset repeat-tiny
+    explorer course nbgrader grading/              # the course as an nbgrader course
 """
 import argparse
 import sys
@@ -89,6 +90,15 @@ def _demo(args):
     return serve_demo(args.preset, port=args.port, open_browser=not args.no_browser, lab=args.lab)
 
 
+def _course_nbgrader(args):
+    from .course.nbgrader_export import write_course
+    from .course.notebooks import notebook_dir
+    assignments = None if args.assignments is None else [a for a in args.assignments.split(",") if a]
+    for path in write_course(args.folder, args.notebooks or notebook_dir(), assignments):
+        print(path)
+    return 0
+
+
 def _bench(argv):
     from .lab.bench import main_bench
     return main_bench(argv)
@@ -140,6 +150,19 @@ def build_parser():
     demo.add_argument("--no-browser", action="store_true", help="don't open a browser window")
     demo.add_argument("--lab", action="store_true", help="open it in JupyterLab instead of Voila")
     demo.set_defaults(run=_demo, parser=demo)
+
+    course = sub.add_parser("course", help="for instructors: the course as an nbgrader course")
+    course_sub = course.add_subparsers(dest="course_command", required=True, parser_class=_Parser)
+    nbgrader = course_sub.add_parser(
+        "nbgrader", help="write an nbgrader course: nbgrader_config.py and source/<assignment>/")
+    nbgrader.add_argument("folder", help="the nbgrader course folder to write")
+    nbgrader.add_argument("--assignments", default=None,
+                          help="comma-separated notebook stems, e.g. 01_tokens,05_kernel_lab "
+                               "(default: every course notebook)")
+    nbgrader.add_argument("--notebooks", default=None,
+                          help="the folder of course notebooks and their solutions/ (default: "
+                               "this checkout's notebooks/)")
+    nbgrader.set_defaults(run=_course_nbgrader, parser=nbgrader)
 
     sub.add_parser("bench", help="benchmark a training step against PyTorch (see --help)",
                    add_help=False)
