@@ -4,9 +4,13 @@
     explorer sample runs/reverse-tiny-... --prompt "ROMEO:" --tokens 200    # or .../checkpoint.safetensors
     explorer bench --configs tiny,small
     explorer demo --preset repeat-tiny
+    explorer lab                                   # the course's notebooks in ./explorer-course, in JupyterLab
     explorer course nbgrader grading/              # the course as an nbgrader course
+    explorer course handout handout/               # the student notebooks, for courses without nbgrader
 """
 import argparse
+import os
+import subprocess
 import sys
 
 
@@ -90,12 +94,34 @@ def _demo(args):
     return serve_demo(args.preset, port=args.port, open_browser=not args.no_browser, lab=args.lab)
 
 
+def _lab(args):
+    from .course.notebooks import copy_notebooks
+    folder = os.path.abspath(args.folder)
+    print(copy_notebooks(folder), flush=True)
+    command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
+               f"--ServerApp.port={args.port}", "--ServerApp.ip=127.0.0.1",
+               "--ServerApp.port_retries=0"] + (["--no-browser"] if args.no_browser else [])
+    print(f"starting JupyterLab in {folder} on port {args.port} (Ctrl-C stops it)", flush=True)
+    if os.name == "posix":      # this process becomes the server: Ctrl-C or a signal stops it
+        os.execv(command[0], command)
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
 def _course_nbgrader(args):
     from .course.nbgrader_export import write_course
     from .course.notebooks import notebook_dir
     assignments = None if args.assignments is None else [a for a in args.assignments.split(",") if a]
     for path in write_course(args.folder, args.notebooks or notebook_dir(), assignments):
         print(path)
+    return 0
+
+
+def _course_handout(args):
+    from .course.notebooks import copy_notebooks
+    print(copy_notebooks(args.folder, args.notebooks))
     return 0
 
 
@@ -151,7 +177,15 @@ def build_parser():
     demo.add_argument("--lab", action="store_true", help="open it in JupyterLab instead of Voila")
     demo.set_defaults(run=_demo, parser=demo)
 
-    course = sub.add_parser("course", help="for instructors: the course as an nbgrader course")
+    lab = sub.add_parser("lab", help="copy the course's notebooks into a folder and open it in JupyterLab")
+    lab.add_argument("folder", nargs="?", default="explorer-course",
+                     help="where the notebooks go (default: ./explorer-course); a notebook you "
+                          "edited there is never replaced")
+    lab.add_argument("--port", type=_at_least(1), default=8888)
+    lab.add_argument("--no-browser", action="store_true", help="don't open a browser window")
+    lab.set_defaults(run=_lab, parser=lab)
+
+    course = sub.add_parser("course", help="for instructors: the course for nbgrader, or as a handout")
     course_sub = course.add_subparsers(dest="course_command", required=True, parser_class=_Parser)
     nbgrader = course_sub.add_parser(
         "nbgrader", help="write an nbgrader course: nbgrader_config.py and source/<assignment>/")
@@ -163,6 +197,12 @@ def build_parser():
                           help="the folder of course notebooks and their solutions/ (default: "
                                "this checkout's notebooks/)")
     nbgrader.set_defaults(run=_course_nbgrader, parser=nbgrader)
+    handout = course_sub.add_parser(
+        "handout", help="copy the student notebooks (no solutions) into a folder")
+    handout.add_argument("folder")
+    handout.add_argument("--notebooks", default=None, help="where the course notebooks are "
+                                                          "(default: those shipped with explorer)")
+    handout.set_defaults(run=_course_handout, parser=handout)
 
     sub.add_parser("bench", help="benchmark a training step against PyTorch (see --help)",
                    add_help=False)
