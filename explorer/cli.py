@@ -99,8 +99,9 @@ def _lab(args):
     folder = os.path.abspath(args.folder)
     print(copy_notebooks(folder), flush=True)
     command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
-               f"--ServerApp.port={args.port}", "--ServerApp.ip=127.0.0.1",
-               "--ServerApp.port_retries=0"] + (["--no-browser"] if args.no_browser else [])
+               f"--ServerApp.port={args.port}", "--ServerApp.ip=127.0.0.1"]
+    command += ["--no-browser"] if args.no_browser else []
+    # port taken (another Jupyter running)? JupyterLab tries the next ones and says which it got
     print(f"starting JupyterLab in {folder} on port {args.port} (Ctrl-C stops it)", flush=True)
     if os.name == "posix":      # this process becomes the server: Ctrl-C or a signal stops it
         os.execv(command[0], command)
