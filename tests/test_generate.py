@@ -1,7 +1,7 @@
 """Sampling with the KV cache against full forward passes."""
 import numpy as np
 import pytest
-from conftest import randomize_params
+from helpers import randomize_params
 
 from explorer import GPT, GPTConfig
 

@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import peak_bytes_of
+from helpers import assert_same_params, peak_bytes_of, random_model
 
-from explorer import GPT, GPTConfig
+from explorer import GPTConfig
 from explorer.io import llmc
 from explorer.io.checkpoint import NoChecksumWarning
 from explorer.io.hf import explorer_name, from_hf_state_dict, hf_config, hf_name, load_hf, save_hf, to_hf_state_dict
@@ -20,28 +20,6 @@ CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8)
 # every HF folder and llm.c file loads with one NoChecksumWarning; the tests about that
 # warning record it themselves (no_checksum_warnings), the others need not repeat it
 pytestmark = pytest.mark.filterwarnings("ignore::explorer.io.checkpoint.NoChecksumWarning")
-
-
-def random_model(config, seed=0, strong=False):
-    """GPT-2 init, then biases and layernorm params moved off their 0 / 1 starting values
-    (so a swapped or dropped bias or gain cannot go unnoticed). strong=True also scales the
-    matrices to std 1/sqrt(fan_in), so attention is peaked and GELU far from linear, where
-    GPT-2's std 0.02 leaves both close to their small-input behaviour."""
-    model = GPT(config, seed=seed)
-    rng = np.random.default_rng(seed + 100)
-    for name, p in model.params.items():
-        if name.endswith(".bias") or ".ln" in name or name.startswith("ln_f"):
-            p += rng.normal(0.0, 0.5, size=p.shape).astype(np.float32)
-        elif strong and name.startswith("blocks."):
-            p *= 1.0 / (0.02 * np.sqrt(p.shape[1]))   # was N(0, 0.02 or less)
-    return model
-
-
-def assert_same_params(a, b):
-    assert a.config == b.config
-    for name in a.params:
-        assert a.params[name].dtype == np.float32
-        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
 
 
 # --------------------------------------------------------------------------- HF names
