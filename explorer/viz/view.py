@@ -5,7 +5,7 @@ listens to a trainer's events, and how it closes.
         def __init__(self, trainer):
             super().__init__()
             self.figure = FigureWidget(...)
-            self.widget = widgets.VBox([self.status, self.figure])   # what it shows live
+            self.widget = widgets.VBox([widgets.HTML("<b>Loss</b>"), self.figure])   # shown live
             self._subscribe(trainer, "step", self._on_step)           # undone by close()
         def figures(self):
             return [self.figure]
