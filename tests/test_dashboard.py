@@ -1,5 +1,6 @@
 """TrainingDashboard without a browser: press its buttons, set its controls, and check the
-widget and figure state. Also the shared plotly helpers (decimation, throttle, state sync)."""
+widget and figure state. Also the helpers it uses (decimation, throttle, figure state sync)."""
+
 import numpy as np
 import pytest
 from helpers import GatedTokens
@@ -11,7 +12,9 @@ from explorer import GPT, GPTConfig, Trainer, kernels  # noqa: E402
 from explorer.data import make_task  # noqa: E402
 from explorer.train.runner import BackgroundTrainer  # noqa: E402
 from explorer.viz import TrainingDashboard  # noqa: E402
-from explorer.viz._plotly import Throttle, decimate, decimation_stride, sync_saved_state  # noqa: E402
+from explorer.viz._decimate import decimate, decimation_stride  # noqa: E402
+from explorer.viz._figure import sync_saved_state  # noqa: E402
+from explorer.viz._throttle import Throttle  # noqa: E402
 
 CONFIG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=11, block_size=8)
 TIMEOUT = 60   # only reached when something is broken
