@@ -115,7 +115,7 @@ def test_closing_a_view_leaves_a_shared_recorder_and_the_trainer_working():
     view.close()                                        # a second close is harmless
     trainer.run(1)
     assert recorder.steps == [1, 2, 3] and trainer.step_count == 3
-    assert view._on_record not in recorder._listeners
+    assert view._on_record not in recorder.listeners("record")
 
 
 def test_a_closed_view_shows_its_static_copy():
