@@ -24,11 +24,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..interp import AttentionProbe, SnapshotHistory
 from ..tokenizers import tokenizer_from_dict
 from ._display import view_bundle
 from ._figure import FigureWidget
 from ._plotly import Throttle, static_copy
-from .snapshots import AttentionProbe, SnapshotHistory
 from .tokens import token_labels
 
 COLORSCALE = "Blues"     # zero is white, so the masked upper triangle reads as empty
