@@ -17,6 +17,7 @@ _LAZY = {
     "tokenizers": ["BPETokenizer", "CharTokenizer", "GPT2Tokenizer", "get_tokenizer",
                    "tokenizer_from_dict", "train_bpe"],
     "train.presets": ["PRESETS", "get_preset"],
+    "interp": [],
     "lab": ["KernelLab", "check_kernel"],
     "viz": [],
     "course": [],

@@ -13,7 +13,7 @@ grid) enlarge one, with the tokens on both axes. On the reverse task the answer 
 look at the mirrored prompt positions (an anti-diagonal); on the repeat task an induction
 head looks one position after the earlier copy of the current letter (a shifted stripe).
 
-The probe prompt runs on a shadow copy of the model (see snapshots.py): the live model's
+The probe prompt runs on a shadow copy of the model (see explorer/interp/snapshots.py): the live model's
 record of its last training step (model.acts, model.trace) is never overwritten.
 """
 from __future__ import annotations
@@ -27,10 +27,10 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..interp import AttentionProbe, SnapshotHistory
 from ..tokenizers import tokenizer_from_dict
 from ._figure import FigureWidget
 from ._throttle import Throttle
-from .snapshots import AttentionProbe, SnapshotHistory
 from .tokens import token_labels
 from .view import View
 
