@@ -283,9 +283,13 @@ def read_config(config_path):
     """The dict in a config.json."""
     with open(config_path, encoding="utf-8") as f:
         try:
-            return json.load(f)
+            config = json.load(f)
         except json.JSONDecodeError as err:
             raise ValueError(f"{config_path} is not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} holds a JSON {type(config).__name__}, expected an object "
+                         f"of settings such as {{\"model_type\": \"gpt2\", \"n_layer\": 12, ...}}")
+    return config
 
 
 def _sources(headers):
@@ -354,7 +358,7 @@ def _weight_files(folder):
         return [single]
     index = os.path.join(folder, INDEX_NAME)
     if os.path.isfile(index):
-        return [os.path.join(folder, shard) for shard in _shards_of(index)]
+        return [os.path.join(folder, shard) for shard in shards_of(index)]
     pickle_suffixes = (".bin", ".pt", ".pth", ".ckpt")
     pickles = [n for n in sorted(os.listdir(folder)) if n.endswith(pickle_suffixes)]
     if pickles:
@@ -366,7 +370,7 @@ def _weight_files(folder):
     raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME} (nor {INDEX_NAME})")
 
 
-def _shards_of(index):
+def shards_of(index):
     """The shard file names an index lists under "weight_map" ({tensor name: file name})."""
     with open(index, encoding="utf-8") as f:
         try:
