@@ -84,6 +84,10 @@ def _sample(args):
         from .io.hub import pretrained
         from .train.runs import sample_text
         model = pretrained(args.model, revision=args.revision)
+        if model.tokenizer is None and args.prompt:
+            raise ValueError(f"{args.model} has a {model.config.vocab_size}-token vocabulary, not "
+                             f"GPT-2's, and explorer has no tokenizer for it: sample without "
+                             f"--prompt (token ids come out)")
         print(sample_text(model, model.tokenizer, **settings))
     else:
         from .train.runs import sample_checkpoint

@@ -225,7 +225,7 @@ def test_corrupted_download_is_refused_and_nothing_is_left_to_load(hub, monkeypa
     commit = hub.add_repo(REPO, files)
     hub.corrupt(REPO, "model.safetensors")
     sha256 = hashlib.sha256(files["model.safetensors"]).hexdigest()
-    with pytest.raises(OSError, match=f"model.safetensors of {REPO} .* arrived corrupted: its sha256 "
+    with pytest.raises(OSError, match=f"model.safetensors of {REPO} .* is corrupt: its sha256 "
                                       f"is [0-9a-f]{{64}}, but the hub lists {sha256}. It was deleted"):
         explorer_hub.pretrained(REPO)
     blobs = hub.cache / "models--org--tiny-gpt2" / "blobs"
@@ -357,6 +357,27 @@ def test_gpt2_vocabulary_comes_with_gpt2s_tokenizer(hub):
     assert model.tokenizer.encode("hello world") == [31373, 995]
     import explorer
     assert explorer.pretrained is explorer_hub.pretrained and "pretrained" in explorer.__all__
+
+
+# --------------------------------------------------------------------------- the command line
+def test_cli_download_prints_the_folder_and_sample_model_samples(hub, capsys):
+    from explorer.cli import main
+    commit = hub.add_repo(REPO, transformers_files())
+    assert main(["download", REPO]) == 0
+    folder = capsys.readouterr().out.strip()
+    assert os.path.basename(folder) == commit and os.path.isfile(os.path.join(folder, "config.json"))
+    assert main(["sample", "--model", REPO, "--tokens", "4", "--seed", "0"]) == 0
+    ids = capsys.readouterr().out.split()   # no tokenizer for a 37-token vocabulary: ids
+    assert len(ids) == 5 and all(0 <= int(i) < 37 for i in ids)
+    assert main(["sample", "--model", REPO, "--prompt", "Hi"]) == 2
+    assert "has a 37-token vocabulary, not GPT-2's" in capsys.readouterr().err
+    assert main(["sample", "--model", "org/nope"]) == 2
+    assert "explorer sample: error: no model 'org/nope'" in capsys.readouterr().err
+    for args in (["sample"], ["sample", "run", "--model", REPO], ["sample", "run", "--revision", "v1"]):
+        with pytest.raises(SystemExit) as stop:
+            main(args)
+        assert stop.value.code == 2
+    assert "give either a checkpoint" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- environment

@@ -61,7 +61,7 @@ def pretrained(name: str, revision: str | None = None) -> GPT:
     Raises FileNotFoundError (no such model, revision or folder; not cached while offline),
     PermissionError (gated or private: HF_TOKEN), ConnectionError, ValueError (not a GPT-2,
     or weights only as pickles), OSError (a download that failed its checksum)."""
-    if os.path.isdir(os.fspath(name)):
+    if isinstance(name, os.PathLike) or os.path.isdir(name):
         if revision is not None:
             raise ValueError(f"revision={revision!r} picks a version of a hub model, but "
                              f"{name!r} is a local folder")
@@ -227,7 +227,7 @@ def _fetch_file(hub, repo_id, filename, revision, commit, listing):
     actual = _file_digest(path, algorithm)
     if actual != digest:
         _evict(path)
-        raise OSError(f"{filename} of {repo_id} (commit {commit[:12]}) arrived corrupted: its "
+        raise OSError(f"{filename} of {repo_id} (commit {commit[:12]}) is corrupt: its "
                       f"{algorithm} is {actual}, but the hub lists {digest}. It was deleted from "
                       f"the cache; run the same call again to download it anew (if it fails "
                       f"again, the server at {_endpoint()} serves bad bytes: check HF_ENDPOINT).")
