@@ -61,6 +61,8 @@ def pretrained(name: str, revision: str | None = None) -> GPT:
     Raises FileNotFoundError (no such model, revision or folder; not cached while offline),
     PermissionError (gated or private: HF_TOKEN), ConnectionError, ValueError (not a GPT-2,
     or weights only as pickles), OSError (a download that failed its checksum)."""
+    if not isinstance(name, (str, os.PathLike)):
+        raise TypeError(f"a model name is a str such as 'gpt2' (or a folder), got {type(name).__name__}")
     if isinstance(name, os.PathLike) or os.path.isdir(name):
         if revision is not None:
             raise ValueError(f"revision={revision!r} picks a version of a hub model, but "
