@@ -1,7 +1,9 @@
-"""The `explorer` command: train a preset, sample from a checkpoint, benchmark.
+"""The `explorer` command: train a preset, sample from a checkpoint or GPT-2, benchmark.
 
     explorer train --preset reverse-tiny --steps 300 --out runs/
     explorer sample runs/reverse-tiny-... --prompt "ROMEO:" --tokens 200    # or .../checkpoint.safetensors
+    explorer download gpt2                                # into the Hugging Face cache; prints where
+    explorer sample --model gpt2 --prompt "Hello, I'm a language model,"
     explorer bench --configs tiny,small
     explorer demo --preset repeat-tiny
 """
@@ -71,9 +73,31 @@ def _train(args):
 
 
 def _sample(args):
-    from .train.runs import sample_checkpoint
-    print(sample_checkpoint(args.checkpoint, prompt=args.prompt, tokens=args.tokens,
-                            temperature=args.temperature, top_k=args.top_k, seed=args.seed))
+    if (args.checkpoint is None) == (args.model is None):
+        args.parser.error("give either a checkpoint (a run folder or its .safetensors file) or "
+                          "--model NAME (e.g. --model gpt2)")
+    if args.revision is not None and args.model is None:
+        args.parser.error("--revision picks a version of a --model from the hub")
+    settings = dict(prompt=args.prompt, tokens=args.tokens, temperature=args.temperature,
+                    top_k=args.top_k, seed=args.seed)
+    if args.model is not None:
+        from .io.hub import pretrained
+        from .train.runs import sample_text
+        model = pretrained(args.model, revision=args.revision)
+        if model.tokenizer is None and args.prompt:
+            raise ValueError(f"{args.model} has a {model.config.vocab_size}-token vocabulary, not "
+                             f"GPT-2's, and explorer has no tokenizer for it: sample without "
+                             f"--prompt (token ids come out)")
+        print(sample_text(model, model.tokenizer, **settings))
+    else:
+        from .train.runs import sample_checkpoint
+        print(sample_checkpoint(args.checkpoint, **settings))
+    return 0
+
+
+def _download(args):
+    from .io.hub import download
+    print(download(args.name, revision=args.revision))
     return 0
 
 
@@ -119,9 +143,14 @@ def build_parser():
                             'chosen by timing steps, as other programs may be using cores)')
     train.set_defaults(run=_train, parser=train)
 
-    sample = sub.add_parser("sample", help="generate text from a checkpoint")
-    sample.add_argument("checkpoint", help="a run folder written by `explorer train`, or its "
-                                            "checkpoint.safetensors")
+    sample = sub.add_parser("sample", help="generate text from a checkpoint or a pretrained GPT-2")
+    sample.add_argument("checkpoint", nargs="?", default=None,
+                        help="a run folder written by `explorer train`, or its checkpoint.safetensors")
+    sample.add_argument("--model", default=None, metavar="NAME",
+                        help="a pretrained model instead: gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
+                             "distilgpt2, a hub id org/name, or a Hugging Face folder")
+    sample.add_argument("--revision", default=None,
+                        help="with --model: a branch, tag or commit of the hub model (default main)")
     sample.add_argument("--prompt", default="", help="text to continue")
     sample.add_argument("--tokens", type=_at_least(1), default=200,
                         help="how many tokens to generate")
@@ -130,6 +159,14 @@ def build_parser():
     sample.add_argument("--top-k", type=_at_least(1), default=None)
     sample.add_argument("--seed", type=_at_least(0), default=None)
     sample.set_defaults(run=_sample, parser=sample)
+
+    download = sub.add_parser("download", help="fetch a pretrained GPT-2 into the Hugging Face "
+                                                "cache (so that it also loads offline)")
+    download.add_argument("name", help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, or a "
+                                       "hub id org/name")
+    download.add_argument("--revision", default=None,
+                          help="a branch, tag, commit or PR ref such as refs/pr/1 (default main)")
+    download.set_defaults(run=_download, parser=download)
 
     presets = sub.add_parser("presets", help="list the training presets")
     presets.set_defaults(run=_presets, parser=presets)

@@ -36,7 +36,9 @@ class OpRecord:
 
 
 class GPT:
-    def __init__(self, config: GPTConfig, seed: int = 0):
+    def __init__(self, config: GPTConfig, seed: int = 0, *, init: bool = True):
+        """init=False leaves every parameter 0, for loaders that overwrite them all: it skips
+        drawing the random weights (seconds for GPT-2 XL) and their float64 temporaries."""
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT expects a GPTConfig, got {type(config).__name__}")
         self.config = config
@@ -55,7 +57,9 @@ class GPT:
         self._shape = None    # (B, T) the activation buffers are sized for
         self._has_targets = False
         self._backward_done = False
-        self.init_weights(seed)
+        self.tokenizer = None  # text <-> ids for this vocabulary, when known (explorer.pretrained sets it)
+        if init:
+            self.init_weights(seed)
 
     @property
     def lock(self):
