@@ -51,11 +51,6 @@ VARIANTS = {
 
 _active = dict(_SHIPPED)
 
-#: Shipped kernels another process is compiling into the disk cache (explorer.train.warmup):
-#: name -> a function that waits for it. The first `get` of such a kernel waits, so that
-#: Numba loads it from the cache instead of compiling it a second time.
-_pending = {}
-
 
 def names():
     """Names of all swappable kernels, in the order the model first uses them."""
@@ -70,18 +65,7 @@ def _check_name(name):
 def get(name):
     """The kernel registered under `name` now."""
     _check_name(name)
-    if name in _pending and _active[name] is _SHIPPED[name]:
-        wait = _pending.pop(name, None)
-        if wait is not None:
-            wait()
     return _active[name]
-
-
-def wait_before_use(names, wait):
-    """Call `wait()` before the shipped kernels `names` are first handed out (see _pending)."""
-    for name in names:
-        _check_name(name)
-        _pending[name] = wait
 
 
 def shipped(name):

@@ -16,7 +16,6 @@ import numpy as np
 
 from .. import kernels
 from ..kernels.runtime import compute_lock
-from ..train import warmup as coldstart
 from .architecture import LOSS, Grad, activation_shapes, gpt2_ops, gradient_shapes
 from .config import GPTConfig, param_shapes
 
@@ -153,7 +152,6 @@ class GPT:
                 raise ValueError(f"targets shape {targets.shape} must equal idx shape {idx.shape}")
             if not (targets >= 0).any():
                 raise ValueError("targets are all -1: there is no position to compute a loss on")
-        coldstart.start(type(self), self.config)        # first call in a fresh install: compile in parallel
         with compute_lock:
             return self._forward(idx, targets)
 

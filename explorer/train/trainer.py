@@ -21,6 +21,7 @@ from .. import kernels
 from ..kernels.adamw import count_nonfinite
 from ..kernels.clip import clip_scale
 from ..kernels.runtime import compute_lock
+from . import warmup
 from .threads import ThreadTuner, max_threads, using_threads
 
 EVENTS = ("step", "eval", "run_start", "run_end")
@@ -167,6 +168,7 @@ class Trainer:
         """One training step; returns its metrics. Atomic: if anything raises inside it, the
         parameters, the optimizer state, the step count and the data sampler's random state
         are bitwise what they were before it (see `_guarded`)."""
+        warmup.start(self.model)    # the first step in a fresh install: compile in two processes
         with compute_lock, interrupts_deferred():
             rng_state = self.rng.bit_generator.state
             saved = self._guarded_state()
