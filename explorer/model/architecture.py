@@ -17,6 +17,10 @@ Everything else reads this list, so a change here changes all of them:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import GPTConfig
 
 
 @dataclass(frozen=True)
@@ -50,14 +54,14 @@ class Op:
 BTC = ("B", "T", "C")
 
 
-def embedding(name, out):
+def embedding(name: str, out: str) -> Op:
     # out[b, t] = wte[idx[b, t]] + wpe[t]
     return Op(name, "encoder_forward", {"out": out}, {"idx": "idx", "wte": "wte", "wpe": "wpe"},
               {out: BTC},
               "encoder_backward", {"dwte": d("wte"), "dwpe": d("wpe")}, {"dout": d(out), "idx": "idx"})
 
 
-def layernorm(name, inp):
+def layernorm(name: str, inp: str) -> Op:
     # out = (inp - mean) * rstd * weight + bias over the channels; mean, rstd kept for backward
     out, mean, rstd = f"{name}.out", f"{name}.mean", f"{name}.rstd"
     weight, bias = f"{name}.weight", f"{name}.bias"
@@ -67,7 +71,8 @@ def layernorm(name, inp):
               {"dout": d(out), "inp": inp, "weight": weight, "mean": mean, "rstd": rstd})
 
 
-def linear(name, inp, channels, out=None, weight=None, bias=True):
+def linear(name: str, inp: str, channels: str, out: str | None = None, weight: str | None = None,
+           bias: bool = True) -> Op:
     # out = inp @ weight.T + bias, (B, T, channels); its tensors are named after it unless given
     out, weight = out or name, weight or f"{name}.weight"
     bias = f"{name}.bias" if bias else None
@@ -77,7 +82,7 @@ def linear(name, inp, channels, out=None, weight=None, bias=True):
               {"dout": d(out), "inp": inp, "weight": weight})
 
 
-def attention(name, qkv, n_head):
+def attention(name: str, qkv: str, n_head: int) -> Op:
     # out = softmax(q k^T / sqrt(hs), causal) v per head; preatt (q k^T) and att kept
     out, preatt, att = f"{name}.out", f"{name}.preatt", f"{name}.att"
     return Op(name, "attention_forward", {"out": out, "preatt": preatt, "att": att},
@@ -87,13 +92,13 @@ def attention(name, qkv, n_head):
               {"dout": d(out), "qkv": qkv, "att": att, "n_head": n_head})
 
 
-def gelu(name, inp):
+def gelu(name: str, inp: str) -> Op:
     # out = 0.5 * inp * (1 + tanh(sqrt(2/pi) * (inp + 0.044715 inp^3)))
     return Op(name, "gelu_forward", {"out": name}, {"inp": inp}, {name: inp},
               "gelu_backward", {"dinp": d(inp)}, {"inp": inp, "dout": d(name)})
 
 
-def residual(name, skip, branch, backward_name):
+def residual(name: str, skip: str, branch: str, backward_name: str) -> Op:
     """out = skip + branch. Its backward hands d out to both inputs unchanged, so it has no
     kernel of its own. But the skip also fed the branch's first op (a layernorm), whose backward
     sends a second part of d skip: the add of the two parts is this op's backward, named
@@ -102,7 +107,7 @@ def residual(name, skip, branch, backward_name):
               backward_name=backward_name)
 
 
-def crossentropy(name, logits, targets):
+def crossentropy(name: str, logits: str, targets: str) -> Op:
     # losses[b, t] = -log softmax(logits[b, t])[targets[b, t]]; probs kept for backward
     return Op(name, "crossentropy_forward", {"losses": "losses", "probs": "probs"},
               {"logits": logits, "targets": targets}, {"probs": logits, "losses": ("B", "T")},
@@ -110,7 +115,7 @@ def crossentropy(name, logits, targets):
               {"dlosses": d("losses"), "probs": "probs", "targets": targets})
 
 
-def block(l, x, n_head):
+def block(l: int, x: str, n_head: int) -> list[Op]:
     """Transformer block l over the residual stream x (pre-LN, as GPT-2):
     x + attn(ln1(x)) = residual1, then residual1 + mlp(ln2(residual1)) = residual2."""
     b = f"blocks.{l}."
@@ -128,7 +133,7 @@ def block(l, x, n_head):
     ]
 
 
-def gpt2_ops(config):
+def gpt2_ops(config: GPTConfig) -> list[Op]:
     """Every op of GPT-2's forward pass, from token ids to logits, in order."""
     ops = [embedding("embedding", out="encoded")]
     x = "encoded"
@@ -145,7 +150,7 @@ LOSS = crossentropy("loss", "logits", "targets")
 
 
 # ----------------------------------------------------------------------------- buffer sizes
-def activation_shapes(ops, config, B, T):
+def activation_shapes(ops: list[Op], config: GPTConfig, B: int, T: int) -> dict[str, tuple[int, ...]]:
     """{activation name: shape} of everything `ops` write, for a batch (B, T), in op order."""
     C = config.n_embd
     dims = {"B": B, "T": T, "C": C, "3C": 3 * C, "4C": 4 * C, "NH": config.n_head, "V": config.vocab_size}
@@ -156,7 +161,7 @@ def activation_shapes(ops, config, B, T):
     return shapes
 
 
-def gradient_shapes(ops, shapes):
+def gradient_shapes(ops: list[Op], shapes: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """{name: shape} of the gradient buffers backward uses: every activation some op's backward
     writes or reads the gradient of, then `<op>.inp` for each op that reads an input of a
     residual too (its part of that input's gradient goes there first, see residual())."""

@@ -7,12 +7,16 @@
 
 Architecture (GPT-2 exactly): token + learned position embedding; n_layer pre-LN blocks
     x = x + attn(ln1(x));  x = x + mlp(ln2(x))   with mlp = proj(gelu(fc(.)))
-then a final layernorm and an LM head tied to the token embedding.
+then a final layernorm and an LM head tied to the token embedding. It is written down once,
+as a list of ops (model.ops, from architecture.py): forward walks it top to bottom, backward
+bottom to top, and generation (generate.py) with a KV cache.
 """
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import kernels
 from ..kernels.runtime import compute_lock
@@ -36,7 +40,7 @@ class OpRecord:
 
 
 class GPT:
-    def __init__(self, config: GPTConfig, seed: int = 0):
+    def __init__(self, config: GPTConfig, seed: int = 0) -> None:
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT expects a GPTConfig, got {type(config).__name__}")
         self.config = config
@@ -59,7 +63,7 @@ class GPT:
         self.init_weights(seed)
 
     @property
-    def lock(self):
+    def lock(self) -> threading.RLock:
         """Hold this to read or write the model while another thread may be computing with it
         (the background trainer, a live view). It is the kernels' compute lock
         (explorer.kernels.runtime): re-entrant, and the model's own methods take it."""
@@ -73,7 +77,7 @@ class GPT:
             views[name] = flat[start:end].reshape(shape)
         return views
 
-    def init_weights(self, seed=0):
+    def init_weights(self, seed: int = 0) -> None:
         """GPT-2's initialisation: N(0, 0.02) weights, residual projections scaled by
         1/sqrt(2 n_layer), zero biases, unit layernorm gains."""
         rng = np.random.default_rng(seed)
@@ -87,7 +91,7 @@ class GPT:
                 std = residual_std if name.endswith("proj.weight") else 0.02
                 p[...] = rng.normal(0.0, std, size=p.shape).astype(np.float32)
 
-    def num_parameters(self, exclude_position_embedding=False):
+    def num_parameters(self, exclude_position_embedding: bool = False) -> int:
         n = self.num_params
         return n - self.params["wpe"].size if exclude_position_embedding else n
 
@@ -140,7 +144,7 @@ class GPT:
         return np.ascontiguousarray(arr, dtype=np.int64)
 
     # ----------------------------------------------------------------- forward
-    def forward(self, idx, targets=None):
+    def forward(self, idx: ArrayLike, targets: ArrayLike | None = None) -> tuple[np.ndarray, float | None]:
         """Logits (B, T, V) for token ids idx (B, T); with targets (B, T), also the mean
         cross-entropy loss (a float) over the positions whose target is not -1, else loss
         is None. Returns (logits, loss); logits is
@@ -173,7 +177,7 @@ class GPT:
         return self.acts["logits"], float(np.sum(self.acts["losses"], dtype=np.float64) / self._num_targets)
 
     # ----------------------------------------------------------------- backward
-    def backward(self):
+    def backward(self) -> None:
         """Gradients of the mean loss of the last forward into model.grads (overwriting)."""
         if not self.trace or self._backward_done is None:
             raise RuntimeError("backward() needs a forward pass first: call model.forward(idx, targets)")
@@ -227,7 +231,8 @@ class GPT:
         return grad[x.name]
 
     # ----------------------------------------------------------------- generation
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None):
+    def generate(self, idx: ArrayLike, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int | None = None) -> np.ndarray:
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens, using a KV
         cache. temperature=0 picks the most likely token. Returns (B, T + max_new_tokens)."""
         from .generate import generate
