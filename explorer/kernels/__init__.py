@@ -11,7 +11,7 @@
 The model never imports a kernel directly; it asks the registry on every call. So a new
 kernel takes effect at the next step, and nothing else is recompiled.
 """
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from . import runtime as _runtime  # noqa: F401  (sets thread-pool policy before numba loads)
@@ -55,11 +55,6 @@ VARIANTS: dict[str, dict[str, Kernel]] = {
 
 _active = dict(_SHIPPED)
 
-#: Shipped kernels another process is compiling into the disk cache (explorer.train.warmup):
-#: name -> a function that waits for it. The first `get` of such a kernel waits, so that
-#: Numba loads it from the cache instead of compiling it a second time.
-_pending: dict[str, Callable[[], object]] = {}
-
 
 def names() -> list[str]:
     """Names of all swappable kernels, in the order the model first uses them."""
@@ -74,18 +69,7 @@ def _check_name(name: str) -> None:
 def get(name: str) -> Kernel:
     """The kernel registered under `name` now."""
     _check_name(name)
-    if name in _pending and _active[name] is _SHIPPED[name]:
-        wait = _pending.pop(name, None)
-        if wait is not None:
-            wait()
     return _active[name]
-
-
-def wait_before_use(names: Iterable[str], wait: Callable[[], object]) -> None:
-    """Call `wait()` before the shipped kernels `names` are first handed out (see _pending)."""
-    for name in names:
-        _check_name(name)
-        _pending[name] = wait
 
 
 def shipped(name: str) -> Kernel:

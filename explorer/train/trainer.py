@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -25,11 +25,10 @@ from .. import kernels
 from ..kernels.adamw import count_nonfinite
 from ..kernels.clip import clip_scale
 from ..kernels.runtime import max_threads, using_threads
+from ..model.gpt import GPT
+from . import warmup
 from .events import Events
 from .thread_tuner import ThreadTuner
-
-if TYPE_CHECKING:
-    from ..model.gpt import GPT  # (a type only: model/gpt.py imports train/warmup.py)
 
 EVENTS = ("step", "eval", "run_start", "run_end")
 #: What check_state() returns and put_state() writes: AdamW's m and v, the step count, and
@@ -184,6 +183,7 @@ class Trainer:
         """One training step; returns its metrics. Atomic: if anything raises inside it, the
         parameters, the optimizer state, the step count and the data sampler's random state
         are bitwise what they were before it (see `_guarded`)."""
+        warmup.start(self.model)    # the first step in a fresh install: compile in two processes
         with self.model.lock, interrupts_deferred():
             rng_state = self.rng.bit_generator.state
             saved = self._guarded_state()
