@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import kernels
-from ..kernels import reference as ref
 from ..kernels.runtime import compute_lock
 from ..train.presets import get_preset
-from .check import Case, check_kernel
+from .cases import KERNEL_SPECS, Case, make_case
+from .check import check_kernel
 from .sandbox import Sandbox
 
 
@@ -142,8 +142,8 @@ def only_shipped_except(**swap):
 
 def _capture(name, preset, seed, limit):
     """Cases recorded from one training step of a fresh model (see KernelLab.model_calls)."""
-    spec = ref.KERNEL_SPECS[name]
-    arg_names = list(ref.make_case(name)[0])
+    spec = KERNEL_SPECS[name]
+    arg_names = list(make_case(name)[0])
     shipped = kernels.shipped(name)
     cases, shapes = [], set()
 
