@@ -12,13 +12,14 @@ The steps, each guarding the next:
 """
 import inspect
 import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .. import kernels
 from ..kernels.runtime import compute_lock
 from . import gradcheck
-from .cases import KERNEL_SPECS, TIMING_SIZES, random_cases
+from .cases import KERNEL_SPECS, TIMING_SIZES, Case, random_cases
 from .compile import fresh_compile
 from .report import KernelReport, OutputCheck
 from .sandbox import Sandbox
@@ -29,7 +30,8 @@ from .sandbox import Sandbox
 TOLERANCE = 1e-4
 
 
-def check_kernel(name, fn, *, model_calls=(), timing=True, timeout=30.0, sandbox=None):
+def check_kernel(name: str, fn: Callable, *, model_calls: Sequence[Case] = (), timing: bool = True,
+                 timeout: float = 30.0, sandbox: Sandbox | None = None) -> KernelReport:
     """Check kernel `fn` as a replacement for registry kernel `name`; returns a KernelReport
     (`report.passed`, `str(report)`; a notebook shows it as a table). `model_calls` adds
     Cases captured from a real training step (see KernelLab). Never raises for a faulty
