@@ -114,7 +114,7 @@ def _demo(args):
 
 
 def _bench(argv):
-    from .lab.bench import main_bench
+    from .lab.bench.cli import main_bench
     return main_bench(argv)
 
 
