@@ -31,6 +31,8 @@ transformers = pytest.importorskip("transformers")
 TINY = dict(n_layer=2, n_head=2, n_embd=16, vocab_size=37, n_positions=8)
 REPO = "org/tiny-gpt2"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# GPT-2's tokenizer files, offline: the tiktoken cache beside the checkout (../shared/data).
+TIKTOKEN_CACHE = os.path.join(os.path.dirname(ROOT), "shared", "data", "tiktoken_cache")
 _made = {}
 
 
@@ -103,6 +105,7 @@ def hub(tmp_path, monkeypatch):
         monkeypatch.setattr(constants, name, value)
     for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", TIKTOKEN_CACHE)
     mirror.cache = home / "hub"
     yield mirror
     mirror.close()
@@ -391,7 +394,7 @@ def hub_env(tmp_path):
     """A mirror, and the environment a user would set for it (HF_ENDPOINT, HF_HOME)."""
     mirror = HubMirror()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING"))}
-    env.update(HF_ENDPOINT=mirror.url, HF_HOME=str(tmp_path / "hf"),
+    env.update(HF_ENDPOINT=mirror.url, HF_HOME=str(tmp_path / "hf"), TIKTOKEN_CACHE_DIR=TIKTOKEN_CACHE,
                PYTHONPATH=os.pathsep.join([ROOT, env.get("PYTHONPATH", "")]))
     mirror.env = env
     yield mirror
