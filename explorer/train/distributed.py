@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import time
 import zlib
@@ -90,6 +91,21 @@ def world() -> Any:
                           f"against the cluster's MPI; see the README, Scale out)") from None
     comm = MPI.COMM_WORLD
     return comm if comm.Get_size() > 1 else None
+
+
+def mpiexec_command(ranks: int, *options: str) -> list[str]:
+    """The start of a command line that runs `ranks` copies of this Python under mpiexec:
+    the mpiexec installed beside it (the [mpi] extra's MPICH) or else the one on the PATH.
+
+        subprocess.run(mpiexec_command(2) + ["-m", "explorer", "train", "--steps", "20"])"""
+    if not isinstance(ranks, int) or isinstance(ranks, bool) or ranks < 1:
+        raise ValueError(f"ranks must be an integer >= 1, got {ranks!r}")
+    beside = os.path.join(os.path.dirname(sys.executable), "mpiexec")
+    found = beside if os.access(beside, os.X_OK) else shutil.which("mpiexec")
+    if found is None:
+        raise FileNotFoundError(f"no mpiexec beside {sys.executable} or on the PATH: pip install "
+                                f"\"transformer-explorer[mpi]\" (or load your cluster's MPI module)")
+    return [found, *options, "-n", str(ranks), sys.executable]
 
 
 def data_parallel(comm: Any, num_params: int, zero: int = 0,
@@ -362,7 +378,6 @@ class DataParallel:
             message = (f"{what}: every rank answers a roll call, yet this wait found no match "
                        f"within {self.timeout:g} s: the ranks are waiting at different points "
                        f"(did every rank call the same trainer methods in the same order?)")
-        print(f"rank {self.rank} of {self.size}: {message}", file=sys.stderr, flush=True)
         raise RankError(message, missing, agreed=False)
 
     def _roll_call(self) -> list[int]:

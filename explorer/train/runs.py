@@ -289,8 +289,8 @@ def _describe_ranks(trainer, zero):
     threads = trainer.threads
     return (f"data-parallel on {dp.size} ranks ({dp.local_size} on this machine), "
             f"{threads} thread{'s' if threads != 1 else ''} each"
-            f"{', ZeRO-1 (m and v sharded)' if zero else ''}; rank: pid "
-            + ", ".join(f"{r}: {pid}" for r, pid in enumerate(pids)))
+            f"{', ZeRO-1 (m and v sharded)' if zero else ''}; process ids by rank: "
+            + ", ".join(str(pid) for pid in pids))
 
 
 def _read_run_settings(folder):
