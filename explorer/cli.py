@@ -9,6 +9,10 @@
 """
 import argparse
 import sys
+import time
+
+#: seconds between a rank's last words and MPI_Abort (see _rank_failed)
+ABORT_GRACE_S = 0.5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -120,6 +124,9 @@ def _rank_failed(exc, comm):
         print(f"explorer train: error on rank {rank} of {size}: {message}", file=sys.stderr,
               flush=True)
     if not agreed:
+        # mpiexec forwards our output through a pipe; MPI_Abort ends the job at once, so give
+        # the message a moment to get through first (without it, we saw both lost)
+        time.sleep(ABORT_GRACE_S)
         comm.Abort(code)
     return code
 
