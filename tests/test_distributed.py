@@ -222,6 +222,21 @@ def test_ctrl_c_stops_every_rank_after_the_same_step_with_one_checkpoint(tmp_pat
     assert [r["step"] for r in _records(folder)] == list(range(1, step + 1))
 
 
+def test_the_benchmark_measures_the_allreduce_and_zero_memory():
+    import importlib.util
+    _mpi_or_skip()
+    path = WORKER.parent.parent / "benchmarks" / "data_parallel.py"
+    spec = importlib.util.spec_from_file_location("data_parallel", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    whole = benchmark.launch("tiny", 1, 1, 0, warmup=1, steps=1)
+    sharded = benchmark.launch("tiny", 2, 1, 1, warmup=1, steps=2)
+    assert whole["allreduce_ms"] == [0.0] and len(sharded["allreduce_ms"]) == 2
+    assert all(ms > 0 for ms in sharded["allreduce_ms"])
+    assert [r["moment_bytes"] for r in sharded["ranks"]] == [whole["ranks"][0]["moment_bytes"] // 2] * 2
+    assert sharded["params"] == whole["params"] and sharded["blas"]
+
+
 # --------------------------------------------------------------------------- no MPI needed
 def test_shard_segments_cut_the_parameters_at_the_slice():
     offsets = np.array([0, 4, 10, 12], np.int64)        # three parameters: 4, 6 and 2 long

@@ -333,3 +333,30 @@ def task_example(model, task, rng):
     mark = "right" if np.array_equal(answer, seqs[0, start:]) else "wrong"
     decode = task.tokenizer.decode
     return f"{decode(seqs[0, :start].tolist())} -> {decode(answer.tolist())} ({mark})"
+
+
+def read_metrics(folder):
+    """The training steps' rows of a run folder's metrics.jsonl (not the evaluations')."""
+    with open(os.path.join(folder, "metrics.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.endswith("\n")]
+    return [row for row in rows if "loss" in row]
+
+
+def train_on_ranks(ranks, *args, timeout=600):
+    """Run `explorer train *args` as `ranks` processes under mpiexec (one process, without
+    mpiexec, for ranks=1), as from a terminal; returns the run folder it printed.
+
+        folder = train_on_ranks(2, "--preset", "reverse-tiny", "--steps", "30", "--zero", "1")"""
+    import subprocess
+    import sys
+
+    from .distributed import mpiexec_command
+    start = mpiexec_command(ranks) if ranks > 1 else [sys.executable]
+    done = subprocess.run(start + ["-m", "explorer", "train", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    folders = [line.split("run folder: ", 1)[1] for line in done.stdout.splitlines()
+               if line.startswith("run folder: ")]
+    if done.returncode != 0 or not folders:
+        raise RuntimeError(f"explorer train on {ranks} rank(s) exited with status "
+                           f"{done.returncode}; its last words:\n{done.stderr[-2000:]}")
+    return folders[-1]
