@@ -211,7 +211,7 @@ class DataParallel:
                              f"loss on")
         loss = math.fsum(table[:, 0]) / total
         if not math.isfinite(loss):
-            return loss, {}
+            return loss, {"tokens": tokens}
         np.multiply(model.flat_grads, np.float32(counted / total), out=model.flat_grads)
         t0 = time.perf_counter()
         self.allreduce_sum(model.flat_grads, f"{what}: the gradient Allreduce")
