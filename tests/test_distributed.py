@@ -186,11 +186,12 @@ def _finish(process, seconds):
     except subprocess.TimeoutExpired:
         process.terminate()              # mpiexec ends its ranks on SIGTERM
         try:
-            process.communicate(timeout=10)
+            err = process.communicate(timeout=10)[1]
         except subprocess.TimeoutExpired:
             process.kill()
-            process.communicate()
-        raise AssertionError(f"the ranks were still running after {seconds} s") from None
+            err = process.communicate()[1]
+        raise AssertionError(f"the ranks were still running after {seconds} s; their "
+                             f"stderr ends: {err[-1500:]}") from None
 
 
 def _ends_within(pid, seconds):

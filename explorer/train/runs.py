@@ -236,11 +236,12 @@ def train_preset(name=None, steps=None, out="runs", seed=0, sample_every=None, p
                 due = trainer.step_count < steps and (
                     trainer.step_count % save_every == 0 if save_every
                     else time.monotonic() - saved["at"] >= SAVE_SECONDS)
-                stop = bool(caught)
+                noticed = len(caught)   # one that comes during the exchange waits for the next
+                stop = noticed > 0
                 if dp is not None:   # rank 0's clock times the saves; anyone's Ctrl-C stops all
                     flags = dp.exchange([due, stop], None, f"after step {trainer.step_count}")
                     due, stop = bool(flags[0, 0]), bool(flags[:, 1].any())
-                caught.clear()
+                del caught[:noticed]
                 if due or stop:
                     checkpoint()
             if not stop:
