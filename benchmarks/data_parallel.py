@@ -4,7 +4,7 @@ gradient Allreduce's time and share of a step, and ZeRO-1's memory for AdamW's m
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/data_parallel.py \\
         [small,124m] [steps] [rounds]
 
-Configs are `explorer bench`'s (explorer/lab/bench.py: small L6 C384 B16 T256; 124m GPT-2's
+Configs are `explorer bench`'s (explorer/lab/bench/configs.py: small L6 C384 B16 T256; 124m GPT-2's
 shapes, B4 T64) on random tokens. Every run is a fresh launch (mpiexec for 2 ranks); rounds
 alternate the two layouts and which goes first, so a slow spell of a shared machine hits both.
 Results: benchmarks/README.md, "Data parallel".
@@ -19,7 +19,8 @@ import sys
 import tempfile
 import time
 
-from explorer.lab.bench import CONFIGS, RandomTokens, usable_cores
+from explorer.lab.bench.configs import CONFIGS, RandomTokens
+from explorer.lab.bench.workers import usable_cores
 from explorer.train.distributed import mpiexec_command, world
 
 #: pinning OpenBLAS's kernel would hide what a user's machine picks: measure unpinned
