@@ -9,6 +9,10 @@
 """
 import argparse
 import sys
+import time
+
+#: seconds between a rank's last words and MPI_Abort (see _rank_failed)
+ABORT_GRACE_S = 0.5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,7 +55,33 @@ def _non_negative_float(text):
     return value
 
 
+def _zero_stage(text):
+    if text not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"expected 0 or 1 (ZeRO stage 1 shards the optimizer "
+                                         f"state), got {text!r}")
+    return int(text)
+
+
+def _positive_float(text):
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _train(args):
+    from .train.distributed import world
+    comm = world()      # under mpiexec every rank runs this same command: one model, N ranks
+    try:
+        return _train_run(args, comm)
+    except BaseException as exc:
+        if comm is None:
+            raise
+        return _rank_failed(exc, comm)
+
+
+def _train_run(args, comm):
+    from .train.distributed import DEFAULT_TIMEOUT_S
     from .train.runs import RunInterrupted, train_preset
     if args.resume is not None:
         given = [flag for flag, value in (("--preset", args.preset), ("--seed", args.seed),
@@ -63,13 +93,42 @@ def _train(args):
     try:
         train_preset(args.preset or "reverse-tiny", steps=args.steps, out=args.out or "runs",
                      seed=args.seed or 0, sample_every=args.sample_every, progress=not args.quiet,
-                     threads=args.threads, save_every=args.save_every, resume=args.resume)
+                     threads=args.threads, save_every=args.save_every, resume=args.resume,
+                     comm=comm, zero=args.zero,
+                     rank_timeout=args.rank_timeout or DEFAULT_TIMEOUT_S)
     except RunInterrupted as stop:
-        print(f"interrupted at step {stop.step}; resume with: explorer train --resume "
-              f"{stop.folder}", file=sys.stderr)
-        print(f"run folder: {stop.folder}")
+        if comm is None or comm.Get_rank() == 0:
+            print(f"interrupted at step {stop.step}; resume with: explorer train --resume "
+                  f"{stop.folder}", file=sys.stderr)
+            print(f"run folder: {stop.folder}")
         return 130
     return 0
+
+
+def _rank_failed(exc, comm):
+    """An error in one rank of a distributed run. One that every rank raised at the same point
+    (a RankError with agreed=True): rank 0 says it and every rank exits. Any other: this rank
+    says it, then MPI_Abort ends every rank now (the others would wait for it until their
+    deadline)."""
+    import traceback
+
+    from .train.distributed import RankError
+    rank, size = comm.Get_rank(), comm.Get_size()
+    agreed = isinstance(exc, RankError) and exc.agreed
+    code = (130 if isinstance(exc, KeyboardInterrupt)
+            else 2 if isinstance(exc, (ValueError, OSError, KeyError, RankError)) else 1)
+    if rank == 0 or not agreed:
+        if code == 1:
+            traceback.print_exception(exc)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"explorer train: error on rank {rank} of {size}: {message}", file=sys.stderr,
+              flush=True)
+    if not agreed:
+        # mpiexec forwards our output through a pipe; MPI_Abort ends the job at once, so give
+        # the message a moment to get through first (without it, we saw both lost)
+        time.sleep(ABORT_GRACE_S)
+        comm.Abort(code)
+    return code
 
 
 def _sample(args):
@@ -140,7 +199,14 @@ def build_parser():
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--threads", type=_threads, default="auto",
                        help='threads for the kernels: a number, "all", or "auto" (the default: '
-                            'chosen by timing steps, as other programs may be using cores)')
+                            'chosen by timing steps, as other programs may be using cores; under '
+                            'mpiexec: each rank gets its share of its machine\'s cores)')
+    train.add_argument("--zero", type=_zero_stage, default=0, metavar="{0,1}",
+                       help="under mpiexec: 1 shards AdamW's m and v over the ranks (ZeRO-1: "
+                            "each keeps 1/N); 0 (the default): every rank keeps all of them")
+    train.add_argument("--rank-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                       help="under mpiexec: how long a rank waits for the others before it stops "
+                            "and names the silent ones (default 300)")
     train.set_defaults(run=_train, parser=train)
 
     sample = sub.add_parser("sample", help="generate text from a checkpoint or a pretrained GPT-2")

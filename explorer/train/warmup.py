@@ -170,6 +170,8 @@ def helper(spec):
             return t[:, :-1].copy(), t[:, 1:].copy()
 
     skip = {name: _do_nothing for name in kernels.names() if name not in spec["kernels"]}
-    trainer = Trainer(model, Tokens(), batch_size=1, lr=1e-3)
+    # comm=None: started by a rank of an mpiexec run, this process inherits the launcher's
+    # variables, but it is no rank and must not join (or wait for) the others
+    trainer = Trainer(model, Tokens(), batch_size=1, lr=1e-3, comm=None)
     with kernels.use(**skip):
         trainer.step()
