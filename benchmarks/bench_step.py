@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explorer.lab.bench import main_bench  # noqa: E402  (explorer first: it sets thread settings)
+from explorer.lab.bench.cli import main_bench  # noqa: E402  (explorer first: it sets thread settings)
 
 if __name__ == "__main__":
     sys.exit(main_bench())

@@ -8,7 +8,7 @@ explorer's matmul kernels pass to NumPy, and, for comparison, with PyTorch's mat
 BLAS, MKL on x86 wheels). Each library runs in its own process with its own thread settings;
 rounds alternate the two. The sum over one step's products is a floor for the step time of
 any implementation that uses that library for its products, and F / floor is the highest
-share of the GEMM peak a step could reach (F as in explorer/lab/bench.py).
+share of the GEMM peak a step could reach (F as in explorer/lab/bench/configs.py).
 
 The products here run with warm caches, one after another; inside a real step their inputs
 come from other kernels, so the floor is optimistic.
@@ -74,7 +74,8 @@ def worker(lib, config, repeats):
     else:
         import torch
 
-    from explorer.lab.bench import BenchConfig, usable_cores
+    from explorer.lab.bench.configs import BenchConfig
+    from explorer.lab.bench.workers import usable_cores
 
     if lib == "torch":
         torch.set_num_threads(usable_cores())
@@ -96,14 +97,16 @@ def worker(lib, config, repeats):
 
 def _run(lib, config, repeats):
     """One worker process; PyTorch's runs without explorer's thread settings, as in the bench."""
-    from explorer.lab.bench import _run_worker, _torch_env
+    from explorer.lab.bench.launch import run_worker, torch_env
 
     cmd = [sys.executable, __file__, "--worker", json.dumps({"lib": lib, "config": config, "repeats": repeats})]
-    return _run_worker(cmd, env=_torch_env() if lib == "torch" else None)
+    return run_worker(cmd, env=torch_env() if lib == "torch" else None)
 
 
 def main(argv=None):
-    from explorer.lab.bench import RESULT_MARK, get_config, measure_gemm_peak, step_flops, torch_available
+    from explorer.lab.bench.configs import get_config, step_flops
+    from explorer.lab.bench.launch import measure_gemm_peak, torch_available
+    from explorer.lab.bench.workers import RESULT_MARK
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", default="tiny,small,124m")

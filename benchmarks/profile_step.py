@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import explorer  # noqa: E402  (first: sets thread settings before numpy loads)
 from explorer import kernels  # noqa: E402
-from explorer.lab.bench import _make_trainer, get_config, write_json  # noqa: E402
+from explorer.lab.bench.configs import get_config  # noqa: E402
+from explorer.lab.bench.report import write_json  # noqa: E402
+from explorer.lab.bench.workers import make_trainer  # noqa: E402
 
 
 def _timing_wrapper(name, fn, log):
@@ -54,7 +56,7 @@ def op_flops(record):
 def profile(config_name, steps=5, warmup=2):
     """Per-op and per-kernel milliseconds per step, averaged over `steps` timed steps."""
     cfg = get_config(config_name)
-    trainer = _make_trainer(cfg)
+    trainer = make_trainer(cfg)
     for _ in range(warmup):
         trainer.step()
     plain = [trainer.step()["ms"] for _ in range(steps)]   # unwrapped, for comparison

@@ -18,7 +18,7 @@ import numpy as np
 
 from explorer import GPT, GPTConfig, Trainer, kernels
 from explorer.kernels.adamw import count_nonfinite
-from explorer.lab.bench import CONFIGS
+from explorer.lab.bench.configs import CONFIGS
 from explorer.train.trainer import interrupts_deferred
 
 

@@ -12,11 +12,12 @@ from .train import TrainConfig, Trainer
 _LAZY = {
     "io": ["Checkpoint", "load", "load_params", "save",
            "from_hf_state_dict", "load_hf", "save_hf", "to_hf_state_dict",
-           "load_llmc", "save_llmc"],
+           "load_llmc", "save_llmc", "pretrained"],
     "data": ["TextDataset", "load_text", "make_task", "text_dataset"],
     "tokenizers": ["BPETokenizer", "CharTokenizer", "GPT2Tokenizer", "get_tokenizer",
                    "tokenizer_from_dict", "train_bpe"],
     "train.presets": ["PRESETS", "get_preset"],
+    "interp": [],
     "lab": ["KernelLab", "check_kernel"],
     "viz": [],
     "course": [],
@@ -41,7 +42,7 @@ def __dir__():
     return sorted(set(globals()) | {m for m in _LAZY if "." not in m} | set(_HOME))
 
 
-__all__ = ["GPT", "GPTConfig", "TrainConfig", "Trainer", "kernels",
+__all__ = ["GPT", "GPTConfig", "TrainConfig", "Trainer", "kernels", "pretrained",
            "save", "load", "Checkpoint", "load_params",
            "save_hf", "load_hf", "to_hf_state_dict", "from_hf_state_dict",
            "save_llmc", "load_llmc",

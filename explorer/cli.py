@@ -1,7 +1,9 @@
-"""The `explorer` command: train a preset, sample from a checkpoint, benchmark.
+"""The `explorer` command: train a preset, sample from a checkpoint or GPT-2, benchmark.
 
     explorer train --preset reverse-tiny --steps 300 --out runs/
     explorer sample runs/reverse-tiny-... --prompt "ROMEO:" --tokens 200    # or .../checkpoint.safetensors
+    explorer download gpt2                                # into the Hugging Face cache; prints where
+    explorer sample --model gpt2 --prompt "Hello, I'm a language model,"
     explorer bench --configs tiny,small
     explorer demo --preset repeat-tiny
     explorer lab                                   # the course's notebooks in ./explorer-course, in JupyterLab
@@ -12,6 +14,10 @@ import argparse
 import os
 import subprocess
 import sys
+import time
+
+#: seconds between a rank's last words and MPI_Abort (see _rank_failed)
+ABORT_GRACE_S = 0.5
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,7 +60,33 @@ def _non_negative_float(text):
     return value
 
 
+def _zero_stage(text):
+    if text not in ("0", "1"):
+        raise argparse.ArgumentTypeError(f"expected 0 or 1 (ZeRO stage 1 shards the optimizer "
+                                         f"state), got {text!r}")
+    return int(text)
+
+
+def _positive_float(text):
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
 def _train(args):
+    from .train.distributed import world
+    comm = world()      # under mpiexec every rank runs this same command: one model, N ranks
+    try:
+        return _train_run(args, comm)
+    except BaseException as exc:
+        if comm is None:
+            raise
+        return _rank_failed(exc, comm)
+
+
+def _train_run(args, comm):
+    from .train.distributed import DEFAULT_TIMEOUT_S
     from .train.runs import RunInterrupted, train_preset
     if args.resume is not None:
         given = [flag for flag, value in (("--preset", args.preset), ("--seed", args.seed),
@@ -66,19 +98,70 @@ def _train(args):
     try:
         train_preset(args.preset or "reverse-tiny", steps=args.steps, out=args.out or "runs",
                      seed=args.seed or 0, sample_every=args.sample_every, progress=not args.quiet,
-                     threads=args.threads, save_every=args.save_every, resume=args.resume)
+                     threads=args.threads, save_every=args.save_every, resume=args.resume,
+                     comm=comm, zero=args.zero,
+                     rank_timeout=args.rank_timeout or DEFAULT_TIMEOUT_S)
     except RunInterrupted as stop:
-        print(f"interrupted at step {stop.step}; resume with: explorer train --resume "
-              f"{stop.folder}", file=sys.stderr)
-        print(f"run folder: {stop.folder}")
+        if comm is None or comm.Get_rank() == 0:
+            print(f"interrupted at step {stop.step}; resume with: explorer train --resume "
+                  f"{stop.folder}", file=sys.stderr)
+            print(f"run folder: {stop.folder}")
         return 130
     return 0
 
 
+def _rank_failed(exc, comm):
+    """An error in one rank of a distributed run. One that every rank raised at the same point
+    (a RankError with agreed=True): rank 0 says it and every rank exits. Any other: this rank
+    says it, then MPI_Abort ends every rank now (the others would wait for it until their
+    deadline)."""
+    import traceback
+
+    from .train.distributed import RankError
+    rank, size = comm.Get_rank(), comm.Get_size()
+    agreed = isinstance(exc, RankError) and exc.agreed
+    code = (130 if isinstance(exc, KeyboardInterrupt)
+            else 2 if isinstance(exc, (ValueError, OSError, KeyError, RankError)) else 1)
+    if rank == 0 or not agreed:
+        if code == 1:
+            traceback.print_exception(exc)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"explorer train: error on rank {rank} of {size}: {message}", file=sys.stderr,
+              flush=True)
+    if not agreed:
+        # mpiexec forwards our output through a pipe; MPI_Abort ends the job at once, so give
+        # the message a moment to get through first (without it, we saw both lost)
+        time.sleep(ABORT_GRACE_S)
+        comm.Abort(code)
+    return code
+
+
 def _sample(args):
-    from .train.runs import sample_checkpoint
-    print(sample_checkpoint(args.checkpoint, prompt=args.prompt, tokens=args.tokens,
-                            temperature=args.temperature, top_k=args.top_k, seed=args.seed))
+    if (args.checkpoint is None) == (args.model is None):
+        args.parser.error("give either a checkpoint (a run folder or its .safetensors file) or "
+                          "--model NAME (e.g. --model gpt2)")
+    if args.revision is not None and args.model is None:
+        args.parser.error("--revision picks a version of a --model from the hub")
+    settings = dict(prompt=args.prompt, tokens=args.tokens, temperature=args.temperature,
+                    top_k=args.top_k, seed=args.seed)
+    if args.model is not None:
+        from .io.hub import pretrained
+        from .train.runs import sample_text
+        model = pretrained(args.model, revision=args.revision)
+        if model.tokenizer is None and args.prompt:
+            raise ValueError(f"{args.model} has a {model.config.vocab_size}-token vocabulary, not "
+                             f"GPT-2's, and explorer has no tokenizer for it: sample without "
+                             f"--prompt (token ids come out)")
+        print(sample_text(model, model.tokenizer, **settings))
+    else:
+        from .train.runs import sample_checkpoint
+        print(sample_checkpoint(args.checkpoint, **settings))
+    return 0
+
+
+def _download(args):
+    from .io.hub import download
+    print(download(args.name, revision=args.revision))
     return 0
 
 
@@ -127,7 +210,7 @@ def _course_handout(args):
 
 
 def _bench(argv):
-    from .lab.bench import main_bench
+    from .lab.bench.cli import main_bench
     return main_bench(argv)
 
 
@@ -153,12 +236,24 @@ def build_parser():
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.add_argument("--threads", type=_threads, default="auto",
                        help='threads for the kernels: a number, "all", or "auto" (the default: '
-                            'chosen by timing steps, as other programs may be using cores)')
+                            'chosen by timing steps, as other programs may be using cores; under '
+                            'mpiexec: each rank gets its share of its machine\'s cores)')
+    train.add_argument("--zero", type=_zero_stage, default=0, metavar="{0,1}",
+                       help="under mpiexec: 1 shards AdamW's m and v over the ranks (ZeRO-1: "
+                            "each keeps 1/N); 0 (the default): every rank keeps all of them")
+    train.add_argument("--rank-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                       help="under mpiexec: how long a rank waits for the others before it stops "
+                            "and names the silent ones (default 300)")
     train.set_defaults(run=_train, parser=train)
 
-    sample = sub.add_parser("sample", help="generate text from a checkpoint")
-    sample.add_argument("checkpoint", help="a run folder written by `explorer train`, or its "
-                                            "checkpoint.safetensors")
+    sample = sub.add_parser("sample", help="generate text from a checkpoint or a pretrained GPT-2")
+    sample.add_argument("checkpoint", nargs="?", default=None,
+                        help="a run folder written by `explorer train`, or its checkpoint.safetensors")
+    sample.add_argument("--model", default=None, metavar="NAME",
+                        help="a pretrained model instead: gpt2, gpt2-medium, gpt2-large, gpt2-xl, "
+                             "distilgpt2, a hub id org/name, or a Hugging Face folder")
+    sample.add_argument("--revision", default=None,
+                        help="with --model: a branch, tag or commit of the hub model (default main)")
     sample.add_argument("--prompt", default="", help="text to continue")
     sample.add_argument("--tokens", type=_at_least(1), default=200,
                         help="how many tokens to generate")
@@ -167,6 +262,14 @@ def build_parser():
     sample.add_argument("--top-k", type=_at_least(1), default=None)
     sample.add_argument("--seed", type=_at_least(0), default=None)
     sample.set_defaults(run=_sample, parser=sample)
+
+    download = sub.add_parser("download", help="fetch a pretrained GPT-2 into the Hugging Face "
+                                                "cache (so that it also loads offline)")
+    download.add_argument("name", help="gpt2, gpt2-medium, gpt2-large, gpt2-xl, distilgpt2, or a "
+                                       "hub id org/name")
+    download.add_argument("--revision", default=None,
+                          help="a branch, tag, commit or PR ref such as refs/pr/1 (default main)")
+    download.set_defaults(run=_download, parser=download)
 
     presets = sub.add_parser("presets", help="list the training presets")
     presets.set_defaults(run=_presets, parser=presets)

@@ -5,11 +5,13 @@ import json
 import os
 import re
 import warnings
+from functools import partial
 
+import helpers
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import assert_unchanged, peak_bytes_of, snapshot
+from helpers import assert_same_params, assert_unchanged, peak_bytes_of, snapshot
 
 from explorer import GPT, GPTConfig
 from explorer.io.checkpoint import (
@@ -26,14 +28,7 @@ from explorer.io.checkpoint import (
 CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8)
 
 
-def random_model(config=CONFIG, seed=0):
-    """GPT-2 init, then biases and layernorm params moved off their 0 / 1 starting values."""
-    model = GPT(config, seed=seed)
-    rng = np.random.default_rng(seed + 100)
-    for name, p in model.params.items():
-        if name.endswith(".bias") or ".ln" in name or name.startswith("ln_f"):
-            p += rng.normal(0.0, 0.5, size=p.shape).astype(np.float32)
-    return model
+random_model = partial(helpers.random_model, CONFIG)   # every model here has CONFIG's shape
 
 
 class FakeTokenizer:
@@ -65,13 +60,6 @@ class FakeTrainer:
 
     def put_state(self, state):
         self.restored = state
-
-
-def assert_same_params(a, b):
-    assert a.config == b.config
-    for name in a.params:
-        assert a.params[name].dtype == np.float32
-        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
 
 
 # --------------------------------------------------------------------------- round trips

@@ -1,8 +1,10 @@
 """The first run's compiling, split over two processes (explorer/train/warmup.py)."""
+import ast
 import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,18 +67,53 @@ def test_a_warm_process_starts_no_helper():
     assert not coldstart.cache_is_cold()
 
 
-def test_get_waits_once_for_a_pending_shipped_kernel():
-    waits = []
+def test_start_looks_at_the_cache_once_per_process_until_reset(monkeypatch):
+    looked = []
+    monkeypatch.setattr(coldstart, "enabled", lambda: True)
+    monkeypatch.setattr(coldstart, "cache_is_cold", lambda: looked.append(1) or False)   # warm: no helper
+    model = GPT(GPTConfig(**CONFIG))
+    coldstart.reset()
     try:
-        kernels.wait_before_use(["gelu_forward"], lambda: waits.append(1))
-        with kernels.use(gelu_forward=lambda *a: None):
-            kernels.get("gelu_forward")     # a student's kernel: nothing to wait for
-        assert waits == []
-        assert kernels.get("gelu_forward") is kernels.shipped("gelu_forward")
-        kernels.get("gelu_forward")
-        assert waits == [1]
+        assert coldstart.start(model) is False
+        assert coldstart.start(model) is False
+        assert looked == [1], "a second start() in the same process looked at the cache again"
+        coldstart.reset()
+        coldstart.start(model)
+        assert looked == [1, 1], "start() after reset() did not look at the cache again"
     finally:
-        kernels._pending.clear()
+        coldstart.reset()
+
+
+def test_the_trainer_starts_the_warm_up_and_the_model_does_not(monkeypatch):
+    started = []
+    monkeypatch.setattr(coldstart, "start", started.append)
+    model = GPT(GPTConfig(**CONFIG))
+    idx = np.zeros((1, 4), np.int64)
+    model.forward(idx, idx)
+    model.backward()
+    assert started == [], "the model called warm-up itself"
+    Trainer(model, RandomTokens(CONFIG["vocab_size"], 8), batch_size=2, lr=1e-2).step()
+    assert started == [model], f"the trainer's step started warm-up with {started}; expected [the model]"
+
+
+def test_the_model_floor_imports_only_the_kernels():
+    """explorer/model may import explorer.kernels and nothing else of ours: no warm-up, no trainer."""
+    outside = []
+    for path in sorted((Path(coldstart.__file__).parents[1] / "model").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:     # from .. import kernels
+                module = "explorer." + (node.module or ",".join(alias.name for alias in node.names))
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                module = node.module
+            elif isinstance(node, ast.Import):
+                module = ",".join(alias.name for alias in node.names)
+            else:
+                continue
+            if "explorer" in module.split(".")[0] and not module.startswith("explorer.kernels"):
+                outside.append(f"{path.name}: {module}")
+    assert outside == [], f"explorer/model imports from above the kernels: {outside}"
+    assert not hasattr(kernels, "_pending") and not hasattr(kernels, "wait_before_use"), \
+        "the kernel registry carries warm-up state again"
 
 
 def test_import_explorer_leaves_the_optional_modules_for_later():

@@ -138,8 +138,8 @@ def _lens_in_place(model, name):
 
 
 def _induction_at_occurrence(att, tokens):
-    from explorer.course.interpretability import induction_reference
-    return induction_reference(att, tokens, target_offset=0)
+    from explorer.interp import induction_scores
+    return induction_scores(att, tokens, target_offset=0)
 
 
 def _probs_ignore_temperature(logits, temperature, top_k):

@@ -30,16 +30,35 @@ def test_in_a_checkout_the_notebooks_are_the_projects_folder():
     assert "00_tour.ipynb" in STUDENT and "07_sampling.ipynb" in STUDENT
 
 
-def test_the_package_list_names_every_subpackage():
-    """pyproject lists the packages (discovery cannot map notebooks/ into the package): one
-    added under explorer/ and not listed would be missing from the wheel."""
-    tomllib = pytest.importorskip("tomllib")
-    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
-    on_disk = {"explorer"} | {f"explorer.{p.parent.name}" for p in (REPO / "explorer").glob("*/__init__.py")}
-    assert set(config["packages"]) == on_disk | {"explorer.notebooks"}, (
-        f"not listed in pyproject.toml: {sorted(on_disk - set(config['packages']))}")
-    assert config["package-dir"] == {"explorer.notebooks": "notebooks"}
-    assert config["package-data"]["explorer.notebooks"] == ["*.ipynb"]
+def _build_wheel(dest):
+    """`pip wheel` of a copy of this checkout (without its build leftovers) into dest."""
+    checkout = dest / "checkout"
+    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", "artifacts", "runs"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(checkout), "--no-deps",
+                    "--no-build-isolation", "-q", "-w", str(dest / "dist")],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = (dest / "dist").glob("*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    return _build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def test_the_wheel_holds_every_subpackage_and_the_notebooks(wheel):
+    """Every folder under explorer/ with an __init__.py is a package of the built wheel (found,
+    not listed by hand), and notebooks/ ships as explorer/notebooks without the solutions."""
+    names = zipfile.ZipFile(wheel).namelist()
+    on_disk = {p.parent.relative_to(REPO).as_posix() for p in (REPO / "explorer").rglob("__init__.py")}
+    in_wheel = {n.rsplit("/", 1)[0] for n in names if n.endswith("/__init__.py")}
+    assert len(on_disk) > 10 and "explorer/lab/bench" in on_disk
+    assert on_disk <= in_wheel, f"missing from the wheel: {sorted(on_disk - in_wheel)}"
+    assert sorted(n.split("/")[-1] for n in names if n.startswith("explorer/notebooks/")) == sorted(
+        p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
+    assert not [n for n in names if "solutions" in n]
+    assert "explorer/viz/figure_loader.js" in names
 
 
 def test_copying_never_replaces_an_edited_notebook(tmp_path):
@@ -103,22 +122,10 @@ def _get(url, token):
 
 
 @pytest.mark.slow
-def test_explorer_lab_from_a_wheel_serves_the_notebooks(tmp_path):
+def test_explorer_lab_from_a_wheel_serves_the_notebooks(tmp_path, wheel):
     """`pip wheel .`, the wheel installed into a fresh venv (its dependencies are this test
     environment's, read through a .pth file, so that no network is needed), then
     `explorer lab --no-browser` starts JupyterLab serving the notebooks, and stops on SIGTERM."""
-    checkout = tmp_path / "checkout"
-    shutil.copytree(REPO, checkout, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", "artifacts", "runs"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(checkout), "--no-deps",
-                    "--no-build-isolation", "-q", "-w", str(tmp_path / "dist")],
-                   check=True, capture_output=True, timeout=300)
-    (wheel,) = (tmp_path / "dist").glob("*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    assert sorted(n.split("/")[-1] for n in names if n.startswith("explorer/notebooks/")) == sorted(
-        p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
-    assert not [n for n in names if "solutions" in n]
-
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"

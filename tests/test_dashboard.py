@@ -1,9 +1,9 @@
 """TrainingDashboard without a browser: press its buttons, set its controls, and check the
-widget and figure state. Also the shared plotly helpers (decimation, throttle, state sync)."""
-import threading
+widget and figure state. Also the helpers it uses (decimation, throttle, figure state sync)."""
 
 import numpy as np
 import pytest
+from helpers import GatedTokens
 
 pytest.importorskip("ipywidgets")
 go = pytest.importorskip("plotly.graph_objects")
@@ -12,27 +12,12 @@ from explorer import GPT, GPTConfig, Trainer, kernels  # noqa: E402
 from explorer.data import make_task  # noqa: E402
 from explorer.train.runner import BackgroundTrainer  # noqa: E402
 from explorer.viz import TrainingDashboard  # noqa: E402
-from explorer.viz._plotly import Throttle, decimate, decimation_stride, sync_saved_state  # noqa: E402
+from explorer.viz._decimate import decimate, decimation_stride  # noqa: E402
+from explorer.viz._figure import sync_saved_state  # noqa: E402
+from explorer.viz._throttle import Throttle  # noqa: E402
 
 CONFIG = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=11, block_size=8)
 TIMEOUT = 60   # only reached when something is broken
-
-
-class GatedTokens:
-    """Random batches; while `gate` is closed a step blocks inside get_batch (holding it in
-    progress), after setting `entered`. No tokenizer: samples fall back to token ids."""
-    tokenizer = None
-
-    def __init__(self):
-        self.vocab_size, self.seq_len = CONFIG.vocab_size, CONFIG.block_size
-        self.gate, self.entered = threading.Event(), threading.Event()
-        self.gate.set()
-
-    def get_batch(self, split, batch_size, block_size, rng):
-        self.entered.set()
-        assert self.gate.wait(TIMEOUT), "the test never opened the gate"
-        x = rng.integers(0, self.vocab_size, (batch_size, block_size + 1))
-        return x[:, :-1], x[:, 1:]
 
 
 class FakeClock:
@@ -48,7 +33,7 @@ def make_dashboard():
     made = []
 
     def make(data=None, config=CONFIG, **options):
-        data = data if data is not None else GatedTokens()
+        data = data if data is not None else GatedTokens(CONFIG.vocab_size, CONFIG.block_size)
         trainer = Trainer(GPT(config), data, batch_size=2, lr=1e-2)
         options = {"sample_every_s": 0, **options}
         dash = TrainingDashboard(trainer, **options)
@@ -149,7 +134,7 @@ def test_plotted_points_stay_capped_on_a_long_history(make_dashboard):
 
 def test_throttling_limits_figure_updates():
     clock = FakeClock()
-    trainer = Trainer(GPT(CONFIG), GatedTokens(), batch_size=2, lr=1e-2)
+    trainer = Trainer(GPT(CONFIG), GatedTokens(CONFIG.vocab_size, CONFIG.block_size), batch_size=2, lr=1e-2)
     trainer.on("step", lambda m: setattr(clock, "now", clock.now + 0.1))  # each step: 0.1 s
     for plot_every, expected in [(5, 4), (1, 6)]:
         dash = TrainingDashboard(trainer, plot_every=plot_every, min_interval_s=0.25,
@@ -165,8 +150,8 @@ def test_throttling_limits_figure_updates():
     dash.runner.close()
     # no clock movement at all: only the final redraw
     frozen = FakeClock()
-    dash = TrainingDashboard(Trainer(GPT(CONFIG), GatedTokens(), batch_size=2), clock=frozen,
-                             sample_every_s=0)
+    data = GatedTokens(CONFIG.vocab_size, CONFIG.block_size)
+    dash = TrainingDashboard(Trainer(GPT(CONFIG), data, batch_size=2), clock=frozen, sample_every_s=0)
     try:
         before = dash.plot_updates
         dash.runner.run(10)
@@ -218,7 +203,7 @@ def test_sample_for_a_toy_task_and_static_fallback(make_dashboard):
 
 
 def test_a_new_dashboard_replaces_the_old_one_and_shares_the_runner():
-    trainer = Trainer(GPT(CONFIG), GatedTokens(), batch_size=2)
+    trainer = Trainer(GPT(CONFIG), GatedTokens(CONFIG.vocab_size, CONFIG.block_size), batch_size=2)
     runner = BackgroundTrainer.of(trainer)
     first = TrainingDashboard(trainer, sample_every_s=0)
     again = TrainingDashboard(trainer, sample_every_s=0)     # the cell run again

@@ -1,9 +1,10 @@
 """Sampling with the KV cache against full forward passes."""
 import numpy as np
 import pytest
-from conftest import randomize_params
+from helpers import randomize_params
 
-from explorer import GPT, GPTConfig
+from explorer import GPT, GPTConfig, kernels
+from explorer.model.generate import next_token_logits
 
 CONFIG = GPTConfig(n_layer=2, n_head=4, n_embd=32, vocab_size=29, block_size=12)
 
@@ -32,7 +33,6 @@ def test_kv_cache_greedy_matches_full_forward(model, prompt_len):
 
 
 def test_kv_cache_logits_match_forward(model):
-    from explorer.model.generate import next_token_logits
     idx = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (2, 9))
     last = next_token_logits(model, idx)
     logits, _ = model.forward(idx)
@@ -72,3 +72,82 @@ def test_bad_generate_arguments(model, kwargs, message):
 def test_prompt_longer_than_block_size_is_refused(model):
     with pytest.raises(ValueError, match="block_size"):
         model.generate(np.zeros((1, CONFIG.block_size + 1), np.int64), 1)
+
+
+# ----------------------------------------------------------------------------- through the registry
+SPIED = ("encoder_forward", "layernorm_forward", "matmul_forward", "attention_forward", "gelu_forward",
+         "residual_forward")
+
+
+def spies(calls):
+    """Kernels that run the shipped ones and record (name, shape of their first array)."""
+    def spy(name):
+        shipped = kernels.shipped(name)
+
+        def kernel(*args):
+            first = args[3] if name == "attention_forward" else args[0]   # attention: its qkv (B, T, 3C)
+            calls.append((name, first.shape))
+            shipped(*args)
+        return kernel
+    return {name: spy(name) for name in SPIED}
+
+
+def test_every_op_of_a_decode_step_runs_the_registered_kernel(model):
+    """Prompt of 3, 4 new tokens: one pass over the prompt, then 3 one-position steps (the 4th
+    token needs no step after it), each calling every op of the model through the registry."""
+    L, C, B = CONFIG.n_layer, CONFIG.n_embd, 2
+    calls = []
+    with kernels.use(**spies(calls)):
+        model.generate(np.zeros((B, 3), np.int64), 4, temperature=0)
+    # attention takes q, k, v of every position so far: 3 (the prompt), then 4, 5, 6
+    assert [shape[1] for name, shape in calls if name == "attention_forward"] == \
+        [3] * L + [4] * L + [5] * L + [6] * L
+    one_position = {name: sum(1 for n, shape in calls if n == name and shape[:2] == (B, 1)) for name in SPIED}
+    del one_position["attention_forward"]
+    per_step = {"encoder_forward": 1, "layernorm_forward": 2 * L + 1, "matmul_forward": 4 * L + 1,
+                "gelu_forward": L, "residual_forward": 2 * L}
+    assert one_position == {name: 3 * n for name, n in per_step.items()}, \
+        f"kernel calls on one position (3 decode steps expected) differ from {per_step} per step"
+    assert ("gelu_forward", (B, 1, 4 * C)) in calls
+
+    calls.clear()
+    with kernels.use(**spies(calls)):
+        next_token_logits(model, np.zeros((B, 5), np.int64))
+    assert sorted({name for name, _ in calls}) == sorted(SPIED)
+    assert {shape[:2] for _, shape in calls} == {(B, 5)}
+
+
+def _negated(out, preatt, att, qkv, n_head):
+    kernels.shipped("attention_forward")(out, preatt, att, qkv, n_head)
+    out *= -1.0
+
+
+def _relu(out, inp):
+    np.maximum(inp, 0.0, out=out)
+
+
+def _shifted_layernorm(out, mean, rstd, inp, weight, bias):
+    kernels.shipped("layernorm_forward")(out, mean, rstd, inp, weight, bias)
+    out += 0.5
+
+
+def _doubled_branch(out, inp1, inp2):
+    np.add(inp1, 2.0 * inp2, out=out)
+
+
+@pytest.mark.parametrize("name, wrong", [("attention_forward", _negated), ("gelu_forward", _relu),
+                                         ("layernorm_forward", _shifted_layernorm),
+                                         ("residual_forward", _doubled_branch)])
+def test_a_swapped_kernel_is_the_one_that_samples(model, name, wrong):
+    """Sampling with a (deliberately wrong) swapped kernel gives what a full forward with that
+    kernel gives, and not what the shipped kernel gives."""
+    idx = np.random.default_rng(1).integers(0, CONFIG.vocab_size, (3, 4))
+    shipped_logits = next_token_logits(model, idx)
+    shipped_tokens = model.generate(idx, 10, temperature=0)
+    with kernels.use(**{name: wrong}):
+        swapped_logits = next_token_logits(model, idx)
+        expected = greedy_by_full_forward(model, idx, 10)
+        swapped_tokens = model.generate(idx, 10, temperature=0)
+    assert np.abs(swapped_logits - shipped_logits).max() > 0.1, f"{name} swapped: the logits did not change"
+    np.testing.assert_array_equal(swapped_tokens, expected)
+    assert (swapped_tokens != shipped_tokens).any(), f"{name} swapped: the sampled tokens did not change"

@@ -8,9 +8,9 @@ import warnings
 import numpy as np
 import pytest
 import safetensors.numpy
-from conftest import peak_bytes_of
+from helpers import assert_same_params, peak_bytes_of, random_model
 
-from explorer import GPT, GPTConfig
+from explorer import GPTConfig
 from explorer.io import llmc
 from explorer.io.checkpoint import NoChecksumWarning
 from explorer.io.hf import explorer_name, from_hf_state_dict, hf_config, hf_name, load_hf, save_hf, to_hf_state_dict
@@ -20,28 +20,6 @@ CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=37, block_size=8)
 # every HF folder and llm.c file loads with one NoChecksumWarning; the tests about that
 # warning record it themselves (no_checksum_warnings), the others need not repeat it
 pytestmark = pytest.mark.filterwarnings("ignore::explorer.io.checkpoint.NoChecksumWarning")
-
-
-def random_model(config, seed=0, strong=False):
-    """GPT-2 init, then biases and layernorm params moved off their 0 / 1 starting values
-    (so a swapped or dropped bias or gain cannot go unnoticed). strong=True also scales the
-    matrices to std 1/sqrt(fan_in), so attention is peaked and GELU far from linear, where
-    GPT-2's std 0.02 leaves both close to their small-input behaviour."""
-    model = GPT(config, seed=seed)
-    rng = np.random.default_rng(seed + 100)
-    for name, p in model.params.items():
-        if name.endswith(".bias") or ".ln" in name or name.startswith("ln_f"):
-            p += rng.normal(0.0, 0.5, size=p.shape).astype(np.float32)
-        elif strong and name.startswith("blocks."):
-            p *= 1.0 / (0.02 * np.sqrt(p.shape[1]))   # was N(0, 0.02 or less)
-    return model
-
-
-def assert_same_params(a, b):
-    assert a.config == b.config
-    for name in a.params:
-        assert a.params[name].dtype == np.float32
-        np.testing.assert_array_equal(a.params[name], b.params[name], err_msg=name)
 
 
 # --------------------------------------------------------------------------- HF names
@@ -213,6 +191,81 @@ def test_load_hf_missing_tensor(tmp_path):
     safetensors.numpy.save_file(tensors, str(tmp_path / "model.safetensors"))
     with pytest.raises(ValueError, match="missing \\['blocks.1.ln2.bias'\\]"):
         load_hf(tmp_path)
+
+
+def save_hf_tensors(folder, tensors):
+    """An HF folder holding exactly `tensors` (HF names and layout) and CONFIG's config.json."""
+    os.makedirs(folder, exist_ok=True)
+    safetensors.numpy.save_file(tensors, os.path.join(folder, "model.safetensors"),
+                                metadata={"format": "pt"})
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(hf_config(CONFIG), f)
+
+
+def bfloat16_bits(array):
+    """The bfloat16 bits (uint16) of float32 values that bfloat16 holds exactly."""
+    bits = np.ascontiguousarray(array, np.float32).view(np.uint32)
+    assert not (bits & 0xFFFF).any(), "choose values with 8 significant bits"
+    return (bits >> 16).astype(np.uint16)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64", "bfloat16"])
+def test_load_hf_converts_other_float_dtypes_to_float32(tmp_path, dtype):
+    model = random_model(CONFIG)
+    for p in model.params.values():   # values every format holds exactly
+        p[...] = np.round(p * 64) / 64
+    tensors = to_hf_state_dict(model.params)
+    if dtype == "bfloat16":   # NumPy has no bfloat16: write the bits, then relabel them
+        save_hf_tensors(tmp_path, {k: bfloat16_bits(v) for k, v in tensors.items()})
+        path = tmp_path / "model.safetensors"
+        raw = path.read_bytes()
+        n = int.from_bytes(raw[:8], "little")
+        header = raw[8:8 + n].replace(b'"U16"', b'"BF16"')
+        path.write_bytes(len(header).to_bytes(8, "little") + header + raw[8 + n:])
+    else:
+        save_hf_tensors(tmp_path, {k: v.astype(dtype) for k, v in tensors.items()})
+    loaded = load_hf(tmp_path)
+    assert_same_params(loaded, model)
+
+
+def test_load_hf_refuses_integer_weights_before_allocating(tmp_path):
+    tensors = to_hf_state_dict(random_model(CONFIG).params)
+    tensors["transformer.wpe.weight"] = tensors["transformer.wpe.weight"].astype(np.int32)
+    save_hf_tensors(tmp_path, tensors)
+    with pytest.raises(ValueError, match=re.escape("tensor 'transformer.wpe.weight' is int32, "
+                                                   "expected floats (F32, F16, F64, BF16)")):
+        load_hf(tmp_path)
+
+
+def test_load_hf_reads_a_tied_lm_head_and_refuses_an_untied_one(tmp_path):
+    model = random_model(CONFIG)
+    tensors = to_hf_state_dict(model.params, include_lm_head=True)
+    save_hf_tensors(tmp_path / "tied", tensors)
+    assert_same_params(load_hf(tmp_path / "tied"), model)
+    only_head = {k: v for k, v in tensors.items() if k != "transformer.wte.weight"}
+    save_hf_tensors(tmp_path / "head-only", only_head)   # the head alone gives wte
+    assert_same_params(load_hf(tmp_path / "head-only"), model)
+    tensors["lm_head.weight"] = tensors["lm_head.weight"].copy()
+    tensors["lm_head.weight"][36, 15] += 1e-3    # the last row: the block-wise check sees it
+    save_hf_tensors(tmp_path / "untied", tensors)
+    with pytest.raises(ValueError, match="untied output layer"):
+        load_hf(tmp_path / "untied")
+
+
+def test_load_hf_reads_into_the_model_without_a_second_copy(tmp_path):
+    """Besides the model's own two buffers (params, and grads that stay zero), loading may
+    hold one tensor-sized block: not a copy of the weights (the old path held two)."""
+    config = GPTConfig(n_layer=3, n_head=4, n_embd=128, vocab_size=3001, block_size=64)
+    model = random_model(config)
+    save_hf(model, tmp_path)
+    largest = max(p.nbytes for p in model.params.values())
+    loaded = []
+    peak = peak_bytes_of(lambda: loaded.append(load_hf(tmp_path)))
+    extra = peak - 2 * model.flat_params.nbytes
+    print(f"\nload_hf: {extra / 2**20:.2f} MiB beyond the model's buffers "
+          f"({model.flat_params.nbytes / 2**20:.2f} MiB of params)")
+    assert extra < largest + 2**20, (extra, largest)
+    assert_same_params(loaded[0], model)
 
 
 # --------------------------------------------------------------------------- HF golden

@@ -2,12 +2,15 @@
 
 Three checks per op, on random small sizes drawn by hypothesis:
 1. the shipped float32 kernel against the float64 NumPy reference (forward and backward),
-   through the same KERNEL_SPECS machinery a kernel lab uses;
+   through the same KERNEL_SPECS machinery a kernel lab uses (explorer/lab/cases.py);
 2. the reference backward against central finite differences of the reference forward,
    all in float64 (this checks the references' math itself);
 3. deliberately wrong kernels are caught, both by the spec check and by the golden
    whole-model test against PyTorch (proof that these tests can fail).
 """
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -17,6 +20,7 @@ from torch_gpt2 import golden_errors
 
 from explorer import kernels
 from explorer.kernels import reference as ref
+from explorer.lab import cases
 
 FLOAT32_TOLERANCE = 1e-5    # float32 kernel vs float64 reference; observed worst ~1e-6
 FD_TOLERANCE = 1e-6         # float64 reference backward vs central differences; observed ~1e-9
@@ -52,7 +56,23 @@ SHIPPED_KERNELS += [(name, variant, fn) for name, options in kernels.VARIANTS.it
 
 
 def test_every_registry_kernel_has_a_spec():
-    assert set(ref.KERNEL_SPECS) == set(kernels.names())
+    assert set(cases.KERNEL_SPECS) == set(kernels.names())
+
+
+def test_kernels_import_nothing_of_ours_above_them():
+    """kernels/ is the bottom floor: its modules (reference.py included: the math only, the
+    cases that use it live in lab/) import only each other and outside libraries."""
+    folder = Path(kernels.__file__).parent
+    above = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                above.append(f"{path.name}: from {'.' * node.level}{node.module or ''} import ...")
+            names = ([node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else
+                     [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+            above += [f"{path.name}: import {n}" for n in names
+                      if n.split(".")[0] == "explorer" and not n.startswith("explorer.kernels")]
+    assert above == [], f"kernels/ imports from the floors above it: {above}; expected none"
 
 
 # ------------------------------------------------------------------ 1. kernel vs reference
@@ -65,7 +85,7 @@ def test_every_registry_kernel_has_a_spec():
 def test_shipped_kernel_matches_reference(name, variant, fn, sizes, seed):
     if name.startswith("layernorm"):
         sizes = at_least_3_channels(sizes)
-    errors = ref.compare_to_reference(name, fn, sizes, seed)
+    errors = cases.compare_to_reference(name, fn, sizes, seed)
     assert max(errors.values()) <= FLOAT32_TOLERANCE, f"{name} ({variant}), {sizes}: {errors}"
 
 
@@ -90,7 +110,7 @@ def assert_gradients(analytic, f, wrt, label):
     size or to 0.01 if smaller: central differences carry a rounding error ~1e-16 |f| / h
     that is no longer small next to a gradient of ~1e-6 (a softmax sure of its target)."""
     for name, x in wrt.items():
-        err = ref.max_relative_error(analytic[name], numerical_gradient(f, x), scale=1e-2)
+        err = cases.max_relative_error(analytic[name], numerical_gradient(f, x), scale=1e-2)
         assert err <= FD_TOLERANCE, f"{label}: d/d{name} differs from finite differences by {err:.2e}"
 
 
@@ -217,8 +237,8 @@ def test_adamw_reference_and_kernel_match_torch_over_steps():
         kernels.shipped("adamw_update")(kernel_state[0], grads.astype(np.float32), *kernel_state[1:],
                                         segments, decay, step, lr, *betas, eps, wd, scale)
     expected = torch.cat([p.detach() for p in torch_params]).numpy()
-    assert ref.max_relative_error(ours[0], expected) <= 1e-12
-    assert ref.max_relative_error(kernel_state[0], expected) <= FLOAT32_TOLERANCE
+    assert cases.max_relative_error(ours[0], expected) <= 1e-12
+    assert cases.max_relative_error(kernel_state[0], expected) <= FLOAT32_TOLERANCE
 
 
 def test_grad_norm_matches_torch():
@@ -257,7 +277,7 @@ WRONG_KERNELS = {"gelu_forward": gelu_forward_wrong_constant,
 @pytest.mark.parametrize("name", WRONG_KERNELS)
 def test_wrong_kernel_is_detected(name, random_gpt):
     wrong = WRONG_KERNELS[name]
-    spec_errors = ref.compare_to_reference(name, wrong, EDGE_ODD, seed=3)
+    spec_errors = cases.compare_to_reference(name, wrong, EDGE_ODD, seed=3)
     print(f"{name}: spec check error {max(spec_errors.values()):.2e}")
     assert max(spec_errors.values()) > 10 * FLOAT32_TOLERANCE, spec_errors
 

@@ -5,6 +5,7 @@ the registry still holds the shipped kernel, and a model and trainer that exist 
 are exactly as they were.
 """
 import ctypes
+import inspect
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import typing
 
 import numba
 import numpy as np
@@ -338,3 +340,15 @@ def test_install_registers_only_a_passing_kernel(lab):
         assert report.passed and kernels.get("gelu_forward") is report.kernel
     finally:
         kernels.reset("gelu_forward")
+
+
+def test_the_labs_public_api_is_typed():
+    """check_kernel and KernelLab's public methods annotate every argument and the result,
+    with names that resolve (get_type_hints evaluates them)."""
+    methods = [getattr(KernelLab, n) for n in vars(KernelLab) if not n.startswith("_")]
+    for fn in [check_kernel, KernelLab.__init__, *methods]:
+        hints = typing.get_type_hints(fn)
+        params = [p.name for p in inspect.signature(fn).parameters.values()
+                  if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+        missing = [p for p in [*params, "return"] if p not in hints]
+        assert missing == [], f"{fn.__qualname__} has no type hint for {missing}; expected one for each"

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import GatedTokens
 
 from explorer import GPT, GPTConfig, Trainer, kernels
 from explorer.train import runner as runner_module
@@ -15,30 +16,9 @@ CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=37, block_size=8)
 TIMEOUT = 60   # seconds; only reached when something is broken (a cold Numba compile is ~20 s)
 
 
-class GatedTokens:
-    """Random next-token batches; while `gate` is closed, get_batch blocks (inside a step),
-    after setting `entered`. That holds a step in progress for as long as a test needs."""
-    tokenizer = None
-
-    def __init__(self, vocab_size=CONFIG.vocab_size, seq_len=CONFIG.block_size):
-        self.vocab_size, self.seq_len = vocab_size, seq_len
-        self.gate, self.entered = threading.Event(), threading.Event()
-        self.gate.set()
-
-    def hold(self):
-        self.entered.clear()
-        self.gate.clear()
-
-    def get_batch(self, split, batch_size, block_size, rng):
-        self.entered.set()
-        assert self.gate.wait(TIMEOUT), "the test never opened the gate"
-        x = rng.integers(0, self.vocab_size, (batch_size, block_size + 1))
-        return x[:, :-1], x[:, 1:]
-
-
 def make_runner(**options):
     options = {"batch_size": 4, "lr": 1e-2, "seed": 0, **options}
-    trainer = Trainer(GPT(CONFIG, seed=options["seed"]), GatedTokens(), **options)
+    trainer = Trainer(GPT(CONFIG, seed=options["seed"]), GatedTokens(CONFIG.vocab_size, CONFIG.block_size), **options)
     return BackgroundTrainer(trainer)
 
 

@@ -5,24 +5,12 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import assert_unchanged, randomize_params, snapshot
+from helpers import assert_unchanged, randomize_params, snapshot
 from torch_gpt2 import TorchGPT2, explorer_name_of, load_explorer_params, relative_error
 
 from explorer import GPT, GPTConfig, Trainer, kernels
+from explorer.lab.bench import RandomTokens
 from explorer.train.trainer import TrainConfig, learning_rate
-
-
-class RandomTokens:
-    """Uniformly random next-token data: enough to exercise every part of a step."""
-    tokenizer = None
-
-    def __init__(self, vocab_size, seq_len):
-        self.vocab_size, self.seq_len = vocab_size, seq_len
-
-    def get_batch(self, split, batch_size, block_size, rng):
-        x = rng.integers(0, self.vocab_size, (batch_size, block_size + 1))
-        return x[:, :-1], x[:, 1:]
-
 
 CONFIG = GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=37, block_size=8)
 

@@ -5,12 +5,12 @@ import pytest
 
 from explorer import GPT, GPTConfig
 from explorer.data import make_task
+from explorer.interp import AttentionProbe, SnapshotHistory
 from explorer.io import checkpoint
 from explorer.tokenizers import CharTokenizer
 from explorer.train.presets import get_preset
 from explorer.train.trainer import Trainer
 from explorer.viz import AttentionExplorer
-from explorer.viz.snapshots import AttentionProbe, SnapshotHistory
 
 
 def live_attention(model, ids):

@@ -72,7 +72,7 @@ def test_a_step_that_changes_nothing_is_a_gap_not_minus_infinity():
         assert (column[:-1] > 0).all() and column[-1] == 0
         y = np.asarray(trace.y, dtype=float)
         assert np.isfinite(y[:-1]).all() and np.isnan(y[-1])
-    assert "no change" in view._static_html()
+    assert "no change" in view.static_html()
 
 
 def test_layer_selector_shows_that_layers_histograms():
@@ -128,7 +128,7 @@ def test_model_without_trainer_records_on_demand():
     model = trainer.model
     view = GradientFlow(model)
     assert "nothing recorded yet" in view.status.value
-    assert "nothing recorded yet" in view._static_html()
+    assert "nothing recorded yet" in view.static_html()
     x, y = trainer.data.get_batch("train", 4, 8, np.random.default_rng(0))
     model.forward(x, y)
     model.backward()
@@ -147,7 +147,7 @@ def test_shared_recorder_close_and_static_output():
     trainer.run(2)                                      # the shared recorder keeps recording
     assert rec.steps == [1, 3, 5] and list(view.norms.data[0].x) == [1, 3]
     bundle = view._repr_mimebundle_()
-    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert "application/vnd.jupyter.widget-view+json" not in bundle   # closed: the static copy only
     assert "blocks.1.mlp.fc.weight" in bundle["text/html"] and "step 5" in bundle["text/html"]
     assert len(view.static_figures()) == 4
     rec.close()

@@ -12,6 +12,7 @@ written down, and check_kernel already compares every entry with the float64 ref
 """
 import numpy as np
 
+from .. import interp
 from ..model.config import GPTConfig
 from ..model.gpt import GPT
 from ..tokenizers.bpe import _merge_word
@@ -108,19 +109,18 @@ def _sample(sample, rng):
 # --------------------------------------------------------------------- interpretability
 @hidden("interp.induction_scores")
 def _induction_scores(induction_scores, rng):
-    from .interpretability import _causal_attention, induction_reference
+    from .interpretability import _causal_attention
     for _ in range(3):
         B, NH, T = int(rng.integers(1, 4)), int(rng.integers(1, 4)), int(rng.integers(4, 16))
         att, tokens = _causal_attention(rng, B, NH, T), rng.integers(0, 4, (B, T))
         what = f"induction_scores(att of shape {att.shape}, tokens of shape {tokens.shape})"
         got = expect_array(call(induction_scores, att.copy(), tokens.copy(), what=what), what, (NH,))
-        expect_close(got, induction_reference(att, tokens), what, name="heads")
+        expect_close(got, interp.induction_scores(att, tokens), what, name="heads")
     return "right on 3 random batches"
 
 
 @hidden("interp.logit_lens")
 def _logit_lens(logit_lens, rng):
-    from .interpretability import lens_reference
     config = GPTConfig(n_layer=2, n_head=2, n_embd=8, vocab_size=int(rng.integers(5, 20)), block_size=8)
     model = GPT(config, seed=int(rng.integers(1000)))
     for p in model.params.values():
@@ -130,5 +130,5 @@ def _logit_lens(logit_lens, rng):
     for name in ["encoded", "blocks.0.residual2", "blocks.1.residual1"]:
         what = f"logit_lens(model, {name!r})"
         got = expect_array(call(logit_lens, model, name, what=what), what, (2, 5, config.vocab_size))
-        expect_close(got, lens_reference(model, name), what, atol=1e-3, rtol=1e-3)
+        expect_close(got, interp.logit_lens(model, name), what, atol=1e-3, rtol=1e-3)
     return "right on a random model"

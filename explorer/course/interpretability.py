@@ -5,13 +5,13 @@
     logit_lens(model, name)          (B, T, V): the residual stream at activation `name`
                                      read out through the final layernorm and the LM head
 
-Each check compares with a reference written here and, when the answer is wrong, tries the
-usual slips (the previous occurrence itself instead of the token after it, no layernorm...)
-to say which one it was.
+Each check compares with the reference in explorer.interp (the one the views use too) and,
+when the answer is wrong, tries the usual slips (the previous occurrence itself instead of the
+token after it, no layernorm...) to say which one it was.
 """
 import numpy as np
 
-from ..kernels import reference as ref
+from .. import interp
 from ..model.config import GPTConfig
 from ..model.gpt import GPT
 from .feedback import Mismatch, call, expect_array, expect_close
@@ -19,24 +19,6 @@ from .registry import exercise
 
 
 # --------------------------------------------------------------------- induction heads
-def induction_reference(att, tokens, target_offset=1, most_recent=True, every_position=False):
-    """The mean over (b, t) whose token occurred earlier in row b, at position s (the most
-    recent such), of att[b, :, t, s + target_offset]. The other arguments make the slips
-    the check recognises: offset 0, the first occurrence, or averaging over every position."""
-    B, NH, T, _ = att.shape
-    total, count = np.zeros(NH), 0
-    for b in range(B):
-        seen = {}
-        for t in range(T):
-            s = seen.get(tokens[b, t])
-            if s is not None:
-                total += att[b, :, t, s + target_offset]
-                count += 1
-            if most_recent or tokens[b, t] not in seen:
-                seen[tokens[b, t]] = t
-    return total / (B * T if every_position else count)
-
-
 def _causal_attention(rng, B, NH, T, sharpness=2.0):
     scores = rng.normal(0.0, sharpness, (B, NH, T, T))
     scores[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] = -np.inf
@@ -84,35 +66,23 @@ def _check_induction_scores(induction_scores):
         got = call(induction_scores, att.copy(), tokens.copy(), what=what)
         got = expect_array(got, what, att.shape[1:2])   # (NH,)
         _expect_no_slip(got, att, tokens, what)
-        expect_close(got, induction_reference(att, tokens), what, name="heads")
+        expect_close(got, interp.induction_scores(att, tokens), what, name="heads")
     return ("right on random attention over repeating tokens and on a handmade example "
             "(a perfect induction head scores 1)")
 
 
 def _expect_no_slip(got, att, tokens, what):
-    expected = induction_reference(att, tokens)
+    expected = interp.induction_scores(att, tokens)
     if np.allclose(got, expected, atol=1e-6):
         return
     for options, explanation in _INDUCTION_SLIPS:
-        if np.allclose(got, induction_reference(att, tokens, **options), atol=1e-6):
+        if np.allclose(got, interp.induction_scores(att, tokens, **options), atol=1e-6):
             raise Mismatch(f"{what} returned {np.round(got, 4).tolist()}; expected "
                            f"{np.round(expected, 4).tolist()}: {explanation}")
 
 
 # --------------------------------------------------------------------- logit lens
 LENS_NAMES = ["encoded", "blocks.0.residual1", "blocks.1.residual2"]
-
-
-def lens_reference(model, name, layernorm=True, affine=True):
-    """logits (B, T, V) = ln_f(model.acts[name]) @ wte.T in float64; the options leave out
-    the layernorm, or its weight and bias (slips the check recognises)."""
-    p = model.params
-    x = model.acts[name].astype(np.float64)
-    if layernorm:
-        weight, bias = ((p["ln_f.weight"], p["ln_f.bias"]) if affine else
-                        (np.ones(x.shape[-1]), np.zeros(x.shape[-1])))
-        x = ref.layernorm_forward(x, weight.astype(np.float64), bias.astype(np.float64))[0]
-    return ref.matmul_forward(x, p["wte"].astype(np.float64))
 
 
 def _lens_model():
@@ -144,7 +114,7 @@ def _check_logit_lens(logit_lens):
             raise Mismatch(f"{what} changed model.acts[{name!r}]: work on a copy (the "
                            f"model's activations are what the other cells read)")
         _expect_no_lens_slip(got, model, name, what)
-        expect_close(got, lens_reference(model, name), what, atol=1e-3, rtol=1e-3)
+        expect_close(got, interp.logit_lens(model, name), what, atol=1e-3, rtol=1e-3)
     return (f"right at {', '.join(LENS_NAMES)}; at the last one the lens is the model's own "
             f"logits")
 
@@ -152,14 +122,14 @@ def _check_logit_lens(logit_lens):
 def _expect_no_lens_slip(got, model, name, what):
     def near(expected):
         return np.allclose(got, expected, atol=1e-3, rtol=1e-3)
-    if near(lens_reference(model, name)):
+    if near(interp.logit_lens(model, name)):
         return
     if name != "blocks.1.residual2" and near(model.acts["logits"]):
         raise Mismatch(f"{what} returned the model's final logits; the lens reads the "
                        f"residual stream at {name!r} (model.acts[name])")
-    if near(lens_reference(model, name, layernorm=False)):
+    if near(interp.logit_lens(model, name, layernorm=False)):
         raise Mismatch(f"{what} is model.acts[name] @ wte.T without the final layernorm: the "
                        f"LM head only ever sees layernormed vectors, so normalise first")
-    if near(lens_reference(model, name, affine=False)):
+    if near(interp.logit_lens(model, name, affine=False)):
         raise Mismatch(f"{what} normalises but leaves out ln_f.weight and ln_f.bias: after "
                        f"normalising, multiply by the weight and add the bias")

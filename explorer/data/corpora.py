@@ -66,7 +66,7 @@ def url_cache_path(url):
     return os.path.join(cache_dir(), "downloads", f"{digest}-{basename}")
 
 
-def load_text(source, sha256=None, encoding="utf-8"):
+def load_text(source: str | os.PathLike[str], sha256: str | None = None, encoding: str = "utf-8") -> str:
     """The text of `source`: a corpus name (see CORPORA), an http(s) URL (downloaded once
     and cached; checked against `sha256` if given), or a local file path."""
     source = os.fspath(source)

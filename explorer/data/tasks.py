@@ -266,7 +266,7 @@ class RepeatTask(ToyTask):
 TASKS = {cls.name: cls for cls in (ReverseTask, SortTask, AddTask, RepeatTask)}
 
 
-def make_task(name, **options):
+def make_task(name: str, **options) -> ToyTask:
     """A toy task by name ("reverse", "sort", "add", "repeat") with its options."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; expected one of {sorted(TASKS)}")

@@ -15,7 +15,7 @@ import tempfile
 
 import numpy as np
 
-from ..tokenizers import BPETokenizer, Tokenizer, get_tokenizer
+from ..tokenizers import BPETokenizer, TokenIds, Tokenizer, TokenizerSpec, get_tokenizer
 from .corpora import CORPORA, load_text
 from .download import cache_dir
 
@@ -24,7 +24,7 @@ def _token_dtype(vocab_size):
     return np.uint16 if vocab_size <= 2 ** 16 else np.uint32
 
 
-def tokenize_cached(text, tokenizer, cache=True):
+def tokenize_cached(text: str, tokenizer: Tokenizer, cache: bool = True) -> np.ndarray:
     """All of `text` as token ids (a read-only array), cached on disk under a hash of the
     text and the tokenizer; `cache=False` skips the disk."""
     dtype = _token_dtype(tokenizer.vocab_size)
@@ -59,9 +59,10 @@ def _encode(text, tokenizer):
 class TextDataset:
     """Next-token prediction on a corpus: get_batch returns (x, y) with y = x shifted by one."""
 
-    seq_len = None  # any block size up to the model's works
+    seq_len: int | None = None  # any block size up to the model's works
 
-    def __init__(self, text, tokenizer, val_fraction=0.1, name="text", cache=True):
+    def __init__(self, text: str, tokenizer: Tokenizer, val_fraction: float = 0.1, name: str = "text",
+                 cache: bool = True) -> None:
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
         if not isinstance(tokenizer, Tokenizer):
@@ -75,7 +76,8 @@ class TextDataset:
         n_train = int(round(len(self.tokens) * (1.0 - val_fraction)))
         self.splits = {"train": self.tokens[:n_train], "val": self.tokens[n_train:]}
 
-    def get_batch(self, split, batch_size, block_size, rng):
+    def get_batch(self, split: str, batch_size: int, block_size: int,
+                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """(x, y), both int64 (batch_size, block_size), from random offsets drawn with rng."""
         data = self._split(split)
         if len(data) < block_size + 1:
@@ -91,10 +93,10 @@ class TextDataset:
             raise ValueError(f"split must be 'train' or 'val', got {split!r}")
         return self.splits[split]
 
-    def decode(self, ids):
+    def decode(self, ids: TokenIds) -> str:
         return self.tokenizer.decode(ids)
 
-    def describe(self):
+    def describe(self) -> str:
         kind = type(self.tokenizer).__name__
         return (f"{self.name}: {self.num_chars:,} characters -> {len(self.tokens):,} tokens "
                 f"({kind}, vocab {self.vocab_size:,}); train {len(self.splits['train']):,} / "
@@ -104,18 +106,19 @@ class TextDataset:
         return f"TextDataset({self.describe()})"
 
 
-def text_dataset(source="shakespeare", tokenizer="char", val_fraction=0.1, cache=True):
+def text_dataset(source: str | os.PathLike[str] = "shakespeare", tokenizer: TokenizerSpec = "char",
+                 val_fraction: float = 0.1, cache: bool = True) -> TextDataset:
     """A TextDataset from a corpus name, URL or path and a tokenizer (a Tokenizer, or a spec
     for get_tokenizer: "char", "gpt2", "bpe:512", a merges file). A BPE is trained on the
     training part of the text only, so validation stays unseen."""
     text = load_text(source)
     if isinstance(tokenizer, str) and tokenizer.startswith("bpe:"):
         train_part = text[:int(len(text) * (1.0 - val_fraction))]
-        tokenizer = trained_bpe_cached(train_part, tokenizer, cache=cache)
+        built = trained_bpe_cached(train_part, tokenizer, cache=cache)
     else:
-        tokenizer = get_tokenizer(tokenizer, text=text)
+        built = get_tokenizer(tokenizer, text=text)
     name = source if source in CORPORA else os.path.basename(str(source)) or str(source)
-    return TextDataset(text, tokenizer, val_fraction=val_fraction, name=name, cache=cache)
+    return TextDataset(text, built, val_fraction=val_fraction, name=name, cache=cache)
 
 
 def trained_bpe_cached(text, spec, cache=True):

@@ -34,8 +34,13 @@ import safetensors.numpy
 
 from ..model.config import GPTConfig
 from ..model.gpt import GPT
-from .checkpoint import NoChecksumWarning, StrPath, atomic_write, check_finite, check_shapes, load_params
-from .safetensors_format import read_safetensors, read_safetensors_header
+from .checkpoint import NoChecksumWarning, StrPath, atomic_write, check_finite, check_shapes
+from .safetensors_format import (
+    float_dtype,
+    float_tensor_blocks,
+    read_float_tensor_into,
+    read_safetensors_header,
+)
 
 PREFIX = "transformer."   # GPT2LMHeadModel's body; the hub's gpt2 files omit it
 LM_HEAD = "lm_head.weight"
@@ -239,9 +244,16 @@ def _write_text(path, text):
         f.write(text)
 
 
-def load_hf(folder: StrPath) -> GPT:
+def load_hf(folder: StrPath, *, verified: bool = False) -> GPT:
     """A GPT from a Hugging Face GPT-2 folder (config.json + model.safetensors, or a
-    sharded model.safetensors.index.json), e.g. the hub's gpt2 124M files."""
+    sharded model.safetensors.index.json), e.g. the hub's gpt2 124M files.
+
+    The weights are read straight into the model's flat parameter buffer, tensor by tensor:
+    besides the model, loading holds one block of at most 16 MiB (a transposed or converted
+    tensor passes through such blocks), so GPT-2 XL's 6.2 GB load in about 6.2 GB.
+
+    verified=True: the caller checked the files' bytes against digests it trusts (as
+    explorer.pretrained does with the hub's sha256), so no NoChecksumWarning is issued."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"no such folder: {folder} (load_hf expects the folder that "
@@ -250,51 +262,96 @@ def load_hf(folder: StrPath) -> GPT:
     if not os.path.isfile(config_path):
         raise FileNotFoundError(f"{folder} has no {CONFIG_NAME}: it is needed for n_head and the "
                                 f"other settings the weights alone do not tell")
-    with open(config_path, encoding="utf-8") as f:
-        try:
-            hf = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_path} is not valid JSON ({err})") from err
-    config = config_from_hf(hf, config_path)
-    files = _weight_files(folder)
+    config = config_from_hf(read_config(config_path), config_path)
+    headers = {path: read_safetensors_header(path) for path in _weight_files(folder)}
     try:  # from the files' headers, before anything the size of the model is allocated
-        check_shapes(_shapes_in(files), config)
+        sources, lm_head = _sources(headers)
+        check_shapes({name: _our_shape(headers[path][key]["shape"], transposed)
+                      for name, (path, key, transposed) in sources.items()}, config)
     except ValueError as err:
         raise ValueError(f"the weights in {folder} do not match its {CONFIG_NAME}: {err}") from err
-    arrays = {}
-    for path in files:
-        for key, array in read_safetensors(path)[0].items():
-            if key == LM_HEAD or explorer_name(key) is not None:  # not the mask buffers
-                check_finite(array, key, path)
-            arrays[key] = array
-    warnings.warn(f"{folder} is a Hugging Face folder, whose files have no explorer checksums: "
-                  f"its weights were loaded unverified (their names, shapes and that every value "
-                  f"is finite were checked)", NoChecksumWarning, stacklevel=2)
-    model = GPT(config)
-    try:
-        load_params(model, from_hf_state_dict(arrays))
-    except ValueError as err:
-        raise ValueError(f"the weights in {folder} do not match its {CONFIG_NAME}: {err}") from err
+    for path, key, _ in sources.values():
+        float_dtype(path, key, headers[path][key])
+    model = GPT(config, init=False)   # zeros, each overwritten below
+    _read_params(model, headers, sources)
+    if lm_head is not None and lm_head != sources["wte"][:2]:
+        _check_tied(model, headers, *lm_head)
+    if not verified:
+        warnings.warn(f"{folder} is a Hugging Face folder, whose files have no explorer checksums: "
+                      f"its weights were loaded unverified (their names, shapes and that every "
+                      f"value is finite were checked)", NoChecksumWarning, stacklevel=2)
     return model
 
 
-def _shapes_in(files):
-    """{our param name: shape in our layout} as the safetensors headers describe them."""
-    shapes, lm_head = {}, None
-    for path in files:
-        for key, info in read_safetensors_header(path).items():
+def read_config(config_path):
+    """The dict in a config.json."""
+    with open(config_path, encoding="utf-8") as f:
+        try:
+            config = json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{config_path} is not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} holds a JSON {type(config).__name__}, expected an object "
+                         f"of settings such as {{\"model_type\": \"gpt2\", \"n_layer\": 12, ...}}")
+    return config
+
+
+def _sources(headers):
+    """({our param name: (file, key, transposed?)}, (file, key) of "lm_head.weight" or None)
+    from the files' headers. The mask buffers are skipped; a file that holds the LM head but
+    not wte gives wte from the head (tied: they are one matrix)."""
+    sources, lm_head = {}, None
+    for path, header in headers.items():
+        for key in header:
             if key == "__metadata__":
                 continue
             if key == LM_HEAD:
-                lm_head = tuple(info["shape"])
+                lm_head = (path, key)
                 continue
             mapped = explorer_name(key)
-            if mapped is not None:
-                name, transposed = mapped
-                shapes[name] = tuple(reversed(info["shape"]) if transposed else info["shape"])
-    if lm_head is not None:
-        shapes.setdefault("wte", lm_head)   # tied: the head is the embedding
-    return shapes
+            if mapped is None:
+                continue
+            name, transposed = mapped
+            if name in sources:
+                raise ValueError(f"both {sources[name][1]!r} and {key!r} hold {name!r}: "
+                                 f"one state dict should have one of them")
+            sources[name] = (path, key, transposed)
+    if lm_head is not None and "wte" not in sources:
+        sources["wte"] = (*lm_head, False)
+    return sources, lm_head
+
+
+def _our_shape(shape, transposed):
+    return tuple(reversed(shape)) if transposed else tuple(shape)
+
+
+def _read_params(model, headers, sources):
+    """Fill model.params from the files, each file read once, front to back."""
+    by_file = {}
+    for name, (path, key, transposed) in sources.items():
+        by_file.setdefault(path, []).append((headers[path][key]["data_offsets"][0], key, name,
+                                             transposed))
+    for path, tensors in by_file.items():
+        with open(path, "rb") as f:
+            for _, key, name, transposed in sorted(tensors):
+                # HF's Conv1D stores (in, out): read into the transposed view of our (out, in)
+                out = model.params[name].T if transposed else model.params[name]
+                read_float_tensor_into(f, path, key, headers[path][key], out)
+                check_finite(out, key, path)
+
+
+def _check_tied(model, headers, path, key):
+    """Refuse an "lm_head.weight" that is not the token embedding, block by block."""
+    wte = model.params["wte"]
+    info = headers[path][key]
+    if tuple(info["shape"]) != wte.shape:
+        raise ValueError(f"{path}: {key!r} has shape {tuple(info['shape'])}, but the token "
+                         f"embedding wte has {wte.shape}; explorer's GPT ties the two")
+    with open(path, "rb") as f:
+        for first, block in float_tensor_blocks(f, path, key, info):
+            if not np.array_equal(block, wte[first:first + len(block)]):
+                raise ValueError("lm_head.weight differs from the token embedding wte.weight: this "
+                                 "model has an untied output layer, and explorer's GPT ties the two")
 
 
 def _weight_files(folder):
@@ -305,7 +362,7 @@ def _weight_files(folder):
         return [single]
     index = os.path.join(folder, INDEX_NAME)
     if os.path.isfile(index):
-        return [os.path.join(folder, shard) for shard in _shards_of(index)]
+        return [os.path.join(folder, shard) for shard in shards_of(index)]
     pickle_suffixes = (".bin", ".pt", ".pth", ".ckpt")
     pickles = [n for n in sorted(os.listdir(folder)) if n.endswith(pickle_suffixes)]
     if pickles:
@@ -317,7 +374,7 @@ def _weight_files(folder):
     raise FileNotFoundError(f"{folder} has no {WEIGHTS_NAME} (nor {INDEX_NAME})")
 
 
-def _shards_of(index):
+def shards_of(index):
     """The shard file names an index lists under "weight_map" ({tensor name: file name})."""
     with open(index, encoding="utf-8") as f:
         try:

@@ -5,11 +5,16 @@ The format: 8 bytes (little-endian u64) N, then N bytes of JSON, then the tensor
 The JSON maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]}
 (offsets counted from the end of the JSON) and may hold "__metadata__": {str: str}.
 We read the header ourselves first only to turn a bad file into a clear message.
+
+read_float_tensor_into reads one tensor straight into an array the caller owns (a view into
+a model's flat parameter buffer), so loading a model needs no second copy of its weights.
 """
 import json
 import math
 import os
+import sys
 
+import numpy as np
 import safetensors.numpy
 
 # safetensors dtype codes -> (NumPy's name, bytes per value)
@@ -18,6 +23,10 @@ _DTYPES = {"F64": ("float64", 8), "F32": ("float32", 4), "F16": ("float16", 2),
            "I16": ("int16", 2), "I8": ("int8", 1), "U64": ("uint64", 8), "U32": ("uint32", 4),
            "U16": ("uint16", 2), "U8": ("uint8", 1), "BOOL": ("bool", 1)}
 DTYPE_NAMES = {code: name for code, (name, _) in _DTYPES.items()}
+# the float codes read_float_tensor_into converts to float32; bfloat16 is read as its bits
+FLOAT_DTYPES = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "F64": np.dtype("<f8"),
+                "BF16": np.dtype("<u2")}
+BLOCK_BYTES = 16 * 2**20   # what a converted or transposed read holds besides its target
 
 
 def read_safetensors(path):
@@ -99,3 +108,68 @@ def _check_tensor_entry(name, info):
         if nbytes != end - begin:
             raise ValueError(f"tensor {name!r} is {dtype} of shape {tuple(shape)}, "
                              f"{nbytes} bytes, but its data_offsets span {end - begin}")
+
+
+# --------------------------------------------------------------------------- into buffers
+def data_start(f):
+    """Where the tensor data begins in an open safetensors file: after the 8-byte length
+    and the JSON header (data_offsets count from here)."""
+    f.seek(0)
+    return 8 + int.from_bytes(f.read(8), "little")
+
+
+def read_float_tensor_into(f, path, name, info, out):
+    """Read tensor `name` (`info`: its header entry) of the open file `f` into `out`, a float32
+    array of the tensor's shape (a view is fine, e.g. a transposed one). F16, BF16 and F64
+    are converted. A float32 tensor lands in a contiguous `out` with one read and no copy;
+    otherwise it goes through blocks of whole rows, at most BLOCK_BYTES each."""
+    shape = tuple(info["shape"])
+    if out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"{path}: tensor {name!r} is {shape}, but it is being read into a "
+                         f"{out.dtype} array of shape {out.shape}")
+    dtype = float_dtype(path, name, info)
+    start = data_start(f) + info["data_offsets"][0]
+    if dtype == np.float32 and out.flags.c_contiguous:
+        f.seek(start)
+        _read_exactly_into(f, memoryview(out.reshape(-1)).cast("B"), path, name)
+        if sys.byteorder == "big":   # the file is little-endian
+            out.byteswap(inplace=True)
+        return out
+    rows = out if shape else out.reshape(1)   # a 0-d tensor is one row (and contiguous)
+    for first, block in float_tensor_blocks(f, path, name, info):
+        rows[first:first + len(block)] = block
+    return out
+
+
+def float_tensor_blocks(f, path, name, info, block_bytes=BLOCK_BYTES):
+    """(first row, float32 array of whole rows along axis 0) for a float tensor, in order."""
+    dtype = float_dtype(path, name, info)
+    shape = tuple(info["shape"]) or (1,)
+    rows, row_shape = shape[0], shape[1:]
+    row_bytes = dtype.itemsize * math.prod(row_shape)
+    step = max(1, block_bytes // max(row_bytes, 1))
+    f.seek(data_start(f) + info["data_offsets"][0])
+    for first in range(0, rows, step):
+        count = min(step, rows - first)
+        raw = bytearray(count * row_bytes)
+        _read_exactly_into(f, memoryview(raw), path, name)
+        block = np.frombuffer(raw, dtype).reshape((count,) + row_shape)
+        if info["dtype"] == "BF16":   # bfloat16 is the top half of a float32's bits
+            block = (block.astype("<u4") << 16).view("<f4")
+        yield first, block.astype(np.float32, copy=False)
+
+
+def float_dtype(path, name, info):
+    if info.get("dtype") not in FLOAT_DTYPES:
+        raise ValueError(f"{path}: tensor {name!r} is {DTYPE_NAMES.get(info.get('dtype'), info.get('dtype'))}, "
+                         f"expected floats ({', '.join(FLOAT_DTYPES)})")
+    return FLOAT_DTYPES[info["dtype"]]
+
+
+def _read_exactly_into(f, view, path, name):
+    done = 0
+    while done < len(view):
+        got = f.readinto(view[done:])
+        if not got:
+            raise ValueError(f"{path} ended inside tensor {name!r} (was a download cut short?)")
+        done += got

@@ -11,6 +11,7 @@
 The model never imports a kernel directly; it asks the registry on every call. So a new
 kernel takes effect at the next step, and nothing else is recompiled.
 """
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from . import runtime as _runtime  # noqa: F401  (sets thread-pool policy before numba loads)
@@ -18,7 +19,10 @@ from . import runtime as _runtime  # noqa: F401  (sets thread-pool policy before
 # isort: split
 from . import adamw, attention, clip, crossentropy, encoder, gelu, layernorm, matmul, residual
 
-_SHIPPED = {
+#: A kernel: a function (compiled or plain Python) that writes its outputs into its first arguments.
+Kernel = Callable[..., object]
+
+_SHIPPED: dict[str, Kernel] = {
     "encoder_forward": encoder.encoder_forward,
     "encoder_backward": encoder.encoder_backward,
     "layernorm_forward": layernorm.layernorm_forward,
@@ -38,7 +42,7 @@ _SHIPPED = {
 }
 
 #: Other shipped versions of some kernels (naive loops beside the fast default), by name.
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Kernel]] = {
     "matmul_forward": {"blas": matmul.matmul_forward, "loops": matmul.matmul_forward_loops},
     "matmul_backward": {"blas": matmul.matmul_backward, "loops": matmul.matmul_backward_loops},
     "attention_forward": {"fused": attention.attention_forward,
@@ -51,52 +55,36 @@ VARIANTS = {
 
 _active = dict(_SHIPPED)
 
-#: Shipped kernels another process is compiling into the disk cache (explorer.train.warmup):
-#: name -> a function that waits for it. The first `get` of such a kernel waits, so that
-#: Numba loads it from the cache instead of compiling it a second time.
-_pending = {}
 
-
-def names():
+def names() -> list[str]:
     """Names of all swappable kernels, in the order the model first uses them."""
     return list(_SHIPPED)
 
 
-def _check_name(name):
+def _check_name(name: str) -> None:
     if name not in _SHIPPED:
         raise KeyError(f"no kernel named {name!r}; expected one of: {', '.join(_SHIPPED)}")
 
 
-def get(name):
+def get(name: str) -> Kernel:
     """The kernel registered under `name` now."""
     _check_name(name)
-    if name in _pending and _active[name] is _SHIPPED[name]:
-        wait = _pending.pop(name, None)
-        if wait is not None:
-            wait()
     return _active[name]
 
 
-def wait_before_use(names, wait):
-    """Call `wait()` before the shipped kernels `names` are first handed out (see _pending)."""
-    for name in names:
-        _check_name(name)
-        _pending[name] = wait
-
-
-def shipped(name):
+def shipped(name: str) -> Kernel:
     """The kernel the package ships under `name` (whatever is registered now)."""
     _check_name(name)
     return _SHIPPED[name]
 
 
-def is_shipped(name):
+def is_shipped(name: str) -> bool:
     """True while `name` runs the package's own kernel (or one of its shipped variants)."""
     fn = get(name)
     return fn is _SHIPPED[name] or any(fn is v for v in VARIANTS.get(name, {}).values())
 
 
-def swapped():
+def swapped() -> list[str]:
     """Names of the kernels that are not the package's own now (neither the default nor a
     shipped variant); [] when every kernel is shipped. The trainer guards its steps while
     this is non-empty."""
@@ -104,7 +92,7 @@ def swapped():
             if fn is not _SHIPPED[name] and all(fn is not v for v in VARIANTS.get(name, {}).values())]
 
 
-def register(name, fn):
+def register(name: str, fn: Kernel | str) -> Kernel:
     """Use `fn` for `name` from now on (until `reset`). Returns the kernel it replaced."""
     _check_name(name)
     if isinstance(fn, str):
@@ -120,7 +108,7 @@ def register(name, fn):
     return previous
 
 
-def reset(name=None):
+def reset(name: str | None = None) -> None:
     """Restore the shipped kernel for `name`, or for every kernel when name is None."""
     if name is None:
         _active.update(_SHIPPED)
@@ -130,7 +118,7 @@ def reset(name=None):
 
 
 @contextmanager
-def use(**overrides):
+def use(**overrides: Kernel | str) -> Iterator[None]:
     """Swap kernels inside a `with` block; the previous ones come back on exit, even on error.
     Values are functions or names of shipped variants: `use(matmul_forward="loops")`."""
     for name in overrides:

@@ -9,20 +9,21 @@ Shapes: qkv (B, T, 3C) laid out as [q | k | v] on the last axis, head h owning c
 h*hs:(h+1)*hs of each; out (B, T, C); preatt, att (B, NH, T, T) are kept for backward
 and for the attention views (att is 0 above the diagonal; preatt there is unused).
 
-Three versions, side by side as in llm.c's dev/cuda (select with kernels.use or
-kernels.register("attention_forward", "blas")):
-- `attention_forward` / `attention_backward` (default, "fused"): threads take the (batch,
-  head) pairs one at a time (`_workpool.py`), and one thread does everything for a pair, on
-  private copies of its q, k, v, with three small causal matrix products (`causal_dots`,
-  `causal_weighted_sum` and its transpose) whose inner loops run over contiguous memory and
-  vectorise; the masked half is skipped.
-- `attention_forward_blas` / `attention_backward_blas`: the four matrix products go to
-  BLAS through NumPy, masked half included; only the softmax is our own loop. As fast on
-  an idle machine, but it makes thousands of small multi-threaded BLAS calls per step,
-  and each one waits whenever another program holds a core (measured: 3-5x slower under
-  load, e.g. a browser rendering the dashboard).
-- `attention_forward_loops` / `attention_backward_loops`: plain loops, llm.c style,
-  straight over qkv. The easiest to read; slower.
+Three versions, numbered naive first as in llm.c's dev/cuda, all sharing one softmax
+(`attention_softmax` and its backward, at the top). Select one with kernels.use or
+kernels.register("attention_forward", "blas"):
+1. `attention_forward_loops` / `attention_backward_loops` ("loops"): plain loops, llm.c
+   style, straight over qkv. The easiest to read; slower.
+2. `attention_forward_blas` / `attention_backward_blas` ("blas"): the four matrix products
+   go to BLAS through NumPy, masked half included; only the softmax is our own loop. As fast
+   on an idle machine, but it makes thousands of small multi-threaded BLAS calls per step,
+   and each one waits whenever another program holds a core (measured: 3-5x slower under
+   load, e.g. a browser rendering the dashboard).
+3. `attention_forward` / `attention_backward` (the default, "fused"): threads take the
+   (batch, head) pairs one at a time (`_workpool.py`), and one thread does everything for a
+   pair, on private copies of its q, k, v, with three small causal matrix products
+   (`causal_dots`, `causal_weighted_sum` and its transpose) whose inner loops run over
+   contiguous memory and vectorise; the masked half is skipped.
 """
 import math
 
@@ -34,6 +35,119 @@ from ._math import exp32
 from ._workpool import for_each
 
 
+# ============================================================================= the softmax
+# Every version calls these on one row's visible part: position t sees t2 <= t, so it passes
+# att[t, :t+1] and preatt[t, :t+1], and writes the masked rest (zeros) itself.
+@kernel
+def attention_softmax(att, preatt, scale):
+    """att (n,) = softmax(scale * preatt (n,)), shifted by the max so that exp cannot overflow."""
+    n = preatt.shape[0]
+    maxval = preatt[0]
+    for i in range(1, n):
+        maxval = max(maxval, preatt[i])
+    total = np.float32(0.0)
+    for i in range(n):
+        e = exp32(scale * (preatt[i] - maxval))
+        att[i] = e
+        total += e
+    inv_total = np.float32(1.0) / total
+    for i in range(n):
+        att[i] *= inv_total
+
+
+@kernel
+def attention_softmax_backward(dpreatt, datt, att, scale):
+    """dpreatt (n,) = d loss / d preatt, from datt (n,) = d loss / d att and att (n,) of the
+    forward (dpreatt may be datt itself)."""
+    n = att.shape[0]
+    dot = np.float32(0.0)
+    for i in range(n):
+        dot += att[i] * datt[i]
+    # in the forward pass this was: att = softmax(scale * preatt)
+    # so dpreatt[i] = scale * att[i] * (datt[i] - sum_j att[j] datt[j])
+    for i in range(n):
+        dpreatt[i] = scale * att[i] * (datt[i] - dot)
+
+
+# ============================================================================= version 1: loops
+# One (batch, head, t) row per iteration of the forward, one (batch, head) per iteration of the
+# backward (the dk, dv rows of a head are shared by all t). Straight over qkv, no copies.
+@kernel(parallel=True)
+def _attention_forward_loops(out, preatt, att, qkv, n_head):
+    B, T, C = out.shape
+    hs = C // n_head
+    scale = np.float32(1.0 / math.sqrt(hs))
+    for row in prange(B * n_head * T):
+        b, h, t = row // (n_head * T), (row // T) % n_head, row % T
+        q = qkv[b, t, h * hs:(h + 1) * hs]
+        # scores against every earlier position
+        for t2 in range(t + 1):
+            k = qkv[b, t2, C + h * hs:C + (h + 1) * hs]
+            s = np.float32(0.0)
+            for i in range(hs):
+                s += q[i] * k[i]
+            preatt[b, h, t, t2] = s
+        attention_softmax(att[b, h, t, :t + 1], preatt[b, h, t, :t + 1], scale)
+        for t2 in range(t + 1, T):
+            preatt[b, h, t, t2] = 0.0
+            att[b, h, t, t2] = 0.0
+        # weighted sum of the values
+        o = out[b, t, h * hs:(h + 1) * hs]
+        o[:] = 0.0
+        for t2 in range(t + 1):
+            v = qkv[b, t2, 2 * C + h * hs:2 * C + (h + 1) * hs]
+            a = att[b, h, t, t2]
+            for i in range(hs):
+                o[i] += a * v[i]
+
+
+def attention_forward_loops(out, preatt, att, qkv, n_head):
+    _attention_forward_loops(out, preatt, att, qkv, n_head)
+
+
+@kernel(parallel=True)
+def _attention_backward_loops(dqkv, dpreatt, datt, dout, qkv, att, n_head):
+    B, T, C = dout.shape
+    hs = C // n_head
+    scale = np.float32(1.0 / math.sqrt(hs))
+    dqkv[:] = 0.0
+    for bh in prange(B * n_head):
+        b, h = bh // n_head, bh % n_head
+        for t in range(T):
+            do = dout[b, t, h * hs:(h + 1) * hs]
+            # in the forward pass this was: o[i] += att[t, t2] * v[t2, i]
+            for t2 in range(t + 1):
+                v = qkv[b, t2, 2 * C + h * hs:2 * C + (h + 1) * hs]
+                dv = dqkv[b, t2, 2 * C + h * hs:2 * C + (h + 1) * hs]
+                s = np.float32(0.0)
+                for i in range(hs):
+                    s += v[i] * do[i]
+                    dv[i] += att[b, h, t, t2] * do[i]
+                datt[b, h, t, t2] = s
+            attention_softmax_backward(dpreatt[b, h, t, :t + 1], datt[b, h, t, :t + 1],
+                                       att[b, h, t, :t + 1], scale)
+            for t2 in range(t + 1, T):
+                datt[b, h, t, t2] = 0.0
+                dpreatt[b, h, t, t2] = 0.0
+            # in the forward pass this was: preatt[t, t2] = q[t] . k[t2]
+            q = qkv[b, t, h * hs:(h + 1) * hs]
+            dq = dqkv[b, t, h * hs:(h + 1) * hs]
+            for t2 in range(t + 1):
+                k = qkv[b, t2, C + h * hs:C + (h + 1) * hs]
+                dk = dqkv[b, t2, C + h * hs:C + (h + 1) * hs]
+                d = dpreatt[b, h, t, t2]
+                for i in range(hs):
+                    dq[i] += d * k[i]
+                    dk[i] += d * q[i]
+
+
+def attention_backward_loops(dqkv, dpreatt, datt, dout, qkv, att, n_head):
+    _attention_backward_loops(dqkv, dpreatt, datt, dout, qkv, att, n_head)
+
+
+# ============================================================================= version 2: BLAS
+# NumPy's matmul (BLAS) for the four products, over the full (T, T) squares; the softmax is
+# ours, one row per iteration of a parallel loop.
 def _heads(qkv, n_head):
     """Views q, k, v of qkv (B, T, 3C) as (B, NH, T, hs) each, without copying."""
     B, T, C3 = qkv.shape
@@ -44,44 +158,13 @@ def _heads(qkv, n_head):
 
 @kernel(parallel=True)
 def causal_softmax_forward(att, preatt, scale):
-    """att[b, h, t, :t+1] = softmax(scale * preatt[b, h, t, :t+1]); att[..., t+1:] = 0."""
+    """att[b, h, t, :t+1] = softmax(scale * preatt[b, h, t, :t+1]); att[b, h, t, t+1:] = 0."""
     B, NH, T, _ = att.shape
     for row in prange(B * NH * T):
         b, h, t = row // (NH * T), (row // T) % NH, row % T
-        x = preatt[b, h, t]
-        y = att[b, h, t]
-        maxval = x[0]
-        for t2 in range(1, t + 1):
-            maxval = max(maxval, x[t2])
-        total = np.float32(0.0)
-        for t2 in range(t + 1):
-            e = exp32(scale * (x[t2] - maxval))
-            y[t2] = e
-            total += e
-        inv = np.float32(1.0) / total
-        for t2 in range(t + 1):
-            y[t2] *= inv
+        attention_softmax(att[b, h, t, :t + 1], preatt[b, h, t, :t + 1], scale)
         for t2 in range(t + 1, T):
-            y[t2] = 0.0
-
-
-@kernel(parallel=True)
-def causal_softmax_backward(dpreatt, datt, att, scale):
-    """dpreatt = d loss / d preatt, given datt = d loss / d att (writes, may alias datt)."""
-    B, NH, T, _ = att.shape
-    for row in prange(B * NH * T):
-        b, h, t = row // (NH * T), (row // T) % NH, row % T
-        a = att[b, h, t]
-        da = datt[b, h, t]
-        dot = np.float32(0.0)
-        for t2 in range(t + 1):
-            dot += a[t2] * da[t2]
-        # in the forward pass this was: a = softmax(scale * x)
-        # so dx[t2] = scale * a[t2] * (da[t2] - sum_j a[j] da[j])
-        for t2 in range(t + 1):
-            dpreatt[b, h, t, t2] = scale * a[t2] * (da[t2] - dot)
-        for t2 in range(t + 1, T):
-            dpreatt[b, h, t, t2] = 0.0
+            att[b, h, t, t2] = 0.0
 
 
 def attention_forward_blas(out, preatt, att, qkv, n_head):
@@ -91,6 +174,18 @@ def attention_forward_blas(out, preatt, att, qkv, n_head):
     causal_softmax_forward(att, preatt, np.float32(1.0 / math.sqrt(C // n_head)))
     y = np.matmul(att, v)                                 # (B, NH, T, hs)
     out.reshape(B, T, n_head, C // n_head)[:] = y.transpose(0, 2, 1, 3)
+
+
+@kernel(parallel=True)
+def causal_softmax_backward(dpreatt, datt, att, scale):
+    """dpreatt = d loss / d preatt, given datt = d loss / d att (writes, may alias datt)."""
+    B, NH, T, _ = att.shape
+    for row in prange(B * NH * T):
+        b, h, t = row // (NH * T), (row // T) % NH, row % T
+        attention_softmax_backward(dpreatt[b, h, t, :t + 1], datt[b, h, t, :t + 1], att[b, h, t, :t + 1],
+                                   scale)
+        for t2 in range(t + 1, T):
+            dpreatt[b, h, t, t2] = 0.0
 
 
 def attention_backward_blas(dqkv, dpreatt, datt, dout, qkv, att, n_head):
@@ -109,7 +204,7 @@ def attention_backward_blas(dqkv, dpreatt, datt, dout, qkv, att, n_head):
     dk[:] = np.matmul(dpreatt.swapaxes(-1, -2), q)
 
 
-# ----------------------------------------------------------------------------- fused (default)
+# ============================================================================= version 3: fused (default)
 # One (batch, head) per thread. Its q, k, v are copied into contiguous (T, hs) arrays, and the
 # work is three small causal matrix products written so that the compiler vectorises their
 # inner loops (each takes several rows of the triangle per pass, so that every value loaded
@@ -240,23 +335,23 @@ def head_forward(out, s, a, qkv, h, n_head):
     load_head(v, qkv, 2 * C + h * hs)
     causal_dots(s, q, k)
     for t in range(T):
-        maxval = s[t, 0]
-        for t2 in range(t + 1):
-            maxval = max(maxval, s[t, t2])
-        total = np.float32(0.0)
-        for t2 in range(t + 1):
-            e = exp32(scale * (s[t, t2] - maxval))
-            a[t, t2] = e
-            total += e
-        inv_total = np.float32(1.0) / total
-        for t2 in range(t + 1):
-            a[t, t2] *= inv_total
+        attention_softmax(a[t, :t + 1], s[t, :t + 1], scale)
         for t2 in range(t + 1, T):
             s[t, t2] = 0.0
             a[t, t2] = 0.0
     o = np.empty((T, hs), np.float32)
     causal_weighted_sum(o, a, v)
     store_head(out, o, h * hs)
+
+
+# Threads take (batch, head) pairs one at a time (see _workpool.py for why not prange); each
+# head's work is an ordinary compiled function, which can be called (and tested, or stepped
+# through) on its own.
+def attention_forward(out, preatt, att, qkv, n_head):
+    def one_head(bh):
+        b, h = bh // n_head, bh % n_head
+        head_forward(out[b], preatt[b, h], att[b, h], qkv[b], h, n_head)
+    for_each(out.shape[0] * n_head, one_head)
 
 
 @kernel(nogil=True)
@@ -279,13 +374,9 @@ def head_backward(dqkv, ds, da, dout, qkv, a, h, n_head):
     g = np.empty((T, hs), np.float32)
     causal_weighted_sum_transposed(g, a, do)
     store_head(dqkv, g, 2 * C + h * hs)
-    # in the forward pass this was: att[t] = softmax(scale * preatt[t])
+    # in the forward pass this was: att[t, :t+1] = softmax(scale * preatt[t, :t+1])
     for t in range(T):
-        dot = np.float32(0.0)
-        for t2 in range(t + 1):
-            dot += a[t, t2] * da[t, t2]
-        for t2 in range(t + 1):
-            ds[t, t2] = scale * a[t, t2] * (da[t, t2] - dot)
+        attention_softmax_backward(ds[t, :t + 1], da[t, :t + 1], a[t, :t + 1], scale)
         for t2 in range(t + 1, T):
             da[t, t2] = 0.0
             ds[t, t2] = 0.0
@@ -296,104 +387,9 @@ def head_backward(dqkv, ds, da, dout, qkv, a, h, n_head):
     store_head(dqkv, g, C + h * hs)
 
 
-# Threads take (batch, head) pairs one at a time (see _workpool.py for why not prange); each
-# head's work is the ordinary function above, which can be called (and tested, or stepped
-# through) on its own.
-def attention_forward(out, preatt, att, qkv, n_head):
-    def one_head(bh):
-        b, h = bh // n_head, bh % n_head
-        head_forward(out[b], preatt[b, h], att[b, h], qkv[b], h, n_head)
-    for_each(out.shape[0] * n_head, one_head)
-
-
 def attention_backward(dqkv, dpreatt, datt, dout, qkv, att, n_head):
     """Writes dqkv (B, T, 3C), datt and dpreatt (B, NH, T, T)."""
     def one_head(bh):
         b, h = bh // n_head, bh % n_head
         head_backward(dqkv[b], dpreatt[b, h], datt[b, h], dout[b], qkv[b], att[b, h], h, n_head)
     for_each(dout.shape[0] * n_head, one_head)
-
-
-@kernel(parallel=True)
-def _attention_forward_loops(out, preatt, att, qkv, n_head):
-    B, T, C = out.shape
-    hs = C // n_head
-    scale = np.float32(1.0 / math.sqrt(hs))
-    for row in prange(B * n_head * T):
-        b, h, t = row // (n_head * T), (row // T) % n_head, row % T
-        q = qkv[b, t, h * hs:(h + 1) * hs]
-        # scores against every earlier position, and their max (for a stable softmax)
-        maxval = np.float32(-3.0e38)
-        for t2 in range(t + 1):
-            k = qkv[b, t2, C + h * hs:C + (h + 1) * hs]
-            s = np.float32(0.0)
-            for i in range(hs):
-                s += q[i] * k[i]
-            preatt[b, h, t, t2] = s
-            maxval = max(maxval, s)
-        total = np.float32(0.0)
-        for t2 in range(t + 1):
-            e = np.exp(scale * (preatt[b, h, t, t2] - maxval))
-            att[b, h, t, t2] = e
-            total += e
-        for t2 in range(t + 1):
-            att[b, h, t, t2] /= total
-        for t2 in range(t + 1, T):
-            preatt[b, h, t, t2] = 0.0
-            att[b, h, t, t2] = 0.0
-        # weighted sum of the values
-        o = out[b, t, h * hs:(h + 1) * hs]
-        o[:] = 0.0
-        for t2 in range(t + 1):
-            v = qkv[b, t2, 2 * C + h * hs:2 * C + (h + 1) * hs]
-            a = att[b, h, t, t2]
-            for i in range(hs):
-                o[i] += a * v[i]
-
-
-@kernel(parallel=True)
-def _attention_backward_loops(dqkv, dpreatt, datt, dout, qkv, att, n_head):
-    B, T, C = dout.shape
-    hs = C // n_head
-    scale = np.float32(1.0 / math.sqrt(hs))
-    dqkv[:] = 0.0
-    for bh in prange(B * n_head):   # one (batch, head) per thread: dk, dv rows are shared by all t
-        b, h = bh // n_head, bh % n_head
-        for t in range(T):
-            do = dout[b, t, h * hs:(h + 1) * hs]
-            # in the forward pass this was: o[i] += att[t, t2] * v[t2, i]
-            for t2 in range(t + 1):
-                v = qkv[b, t2, 2 * C + h * hs:2 * C + (h + 1) * hs]
-                dv = dqkv[b, t2, 2 * C + h * hs:2 * C + (h + 1) * hs]
-                s = np.float32(0.0)
-                for i in range(hs):
-                    s += v[i] * do[i]
-                    dv[i] += att[b, h, t, t2] * do[i]
-                datt[b, h, t, t2] = s
-            # in the forward pass this was: att[t, :] = softmax(scale * preatt[t, :])
-            dot = np.float32(0.0)
-            for t2 in range(t + 1):
-                dot += att[b, h, t, t2] * datt[b, h, t, t2]
-            for t2 in range(t + 1):
-                dpreatt[b, h, t, t2] = scale * att[b, h, t, t2] * (datt[b, h, t, t2] - dot)
-            for t2 in range(t + 1, T):
-                datt[b, h, t, t2] = 0.0
-                dpreatt[b, h, t, t2] = 0.0
-            # in the forward pass this was: preatt[t, t2] = q[t] . k[t2]
-            q = qkv[b, t, h * hs:(h + 1) * hs]
-            dq = dqkv[b, t, h * hs:(h + 1) * hs]
-            for t2 in range(t + 1):
-                k = qkv[b, t2, C + h * hs:C + (h + 1) * hs]
-                dk = dqkv[b, t2, C + h * hs:C + (h + 1) * hs]
-                d = dpreatt[b, h, t, t2]
-                for i in range(hs):
-                    dq[i] += d * k[i]
-                    dk[i] += d * q[i]
-
-
-def attention_forward_loops(out, preatt, att, qkv, n_head):
-    _attention_forward_loops(out, preatt, att, qkv, n_head)
-
-
-def attention_backward_loops(dqkv, dpreatt, datt, dout, qkv, att, n_head):
-    _attention_backward_loops(dqkv, dpreatt, datt, dout, qkv, att, n_head)

@@ -2,9 +2,9 @@
 
 The steps, each guarding the next:
   1. its signature matches the registry's (the model calls it positionally);
-  2. a bounds-checked, single-threaded build runs every test case in a sandbox (a forked
-     copy of this process): exceptions, out-of-range indices, crashes and endless loops
-     end there, as a message;
+  2. a bounds-checked, single-threaded build runs every test case (cases.py) in a sandbox
+     (a forked copy of this process): exceptions, out-of-range indices, crashes and endless
+     loops end there, as a message;
   3. the build that would really run (the student's own options, e.g. parallel=True) runs
      the same cases here, and every output is compared with the float64 reference;
   4. backward kernels: each gradient against central differences of the reference forward;
@@ -12,13 +12,13 @@ The steps, each guarding the next:
 """
 import inspect
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from .. import kernels
-from ..kernels import reference as ref
 from . import gradcheck
+from .cases import KERNEL_SPECS, TIMING_SIZES, Case, random_cases
 from .compile import fresh_compile
 from .report import KernelReport, OutputCheck
 from .sandbox import Sandbox
@@ -28,47 +28,15 @@ from .sandbox import Sandbox
 #: The shipped float32 kernels land near 1e-7..2e-6; a wrong formula far above.
 TOLERANCE = 1e-4
 
-#: The random test cases: the defaults, then edge sizes (one row of one token, odd sizes
-#: and a single head, a longer sequence with several heads).
-CASES = [
-    ("default sizes", {}),
-    ("B=1 T=1", {"B": 1, "T": 1, "maxT": 3}),
-    ("odd sizes, 1 head, no bias", {"B": 3, "T": 7, "C": 5, "NH": 1, "V": 13, "OC": 3, "maxT": 9,
-                                    "N": 33, "S": 2, "bias": False}),
-    ("T=16, 4 heads", {"B": 2, "T": 16, "C": 32, "NH": 4, "V": 67, "OC": 48, "maxT": 16,
-                       "N": 1000, "S": 7}),
-]
-TIMING_SIZES = {"B": 4, "T": 64, "C": 128, "NH": 4, "V": 512, "maxT": 64, "OC": 512,
-                "N": 200_000, "S": 8}
 
-
-@dataclass
-class Case:
-    label: str
-    args: dict              # the kernel's arguments, in order (outputs hold stale values)
-    expected: dict          # output name -> what it should be afterwards
-    masks: dict             # output name -> bool array of the entries that matter
-    scales: dict            # output name -> magnitude errors are measured against
-    floor: float = ref.ERROR_FLOOR
-
-
-def random_cases(name, cases=CASES, seed=0):
-    spec = ref.KERNEL_SPECS[name]
-    result = []
-    for i, (label, sizes) in enumerate(cases):
-        args, expected = ref.make_case(name, sizes, seed=seed + i)
-        result.append(Case(label, args, expected, spec.masks(args) if spec.masks else {},
-                           spec.scales(args) if spec.scales else {}))
-    return result
-
-
-def check_kernel(name, fn, *, model_calls=(), timing=True, timeout=30.0, sandbox=None):
+def check_kernel(name: str, fn: Callable, *, model_calls: Sequence[Case] = (), timing: bool = True,
+                 timeout: float = 30.0, sandbox: Sandbox | None = None) -> KernelReport:
     """Check kernel `fn` as a replacement for registry kernel `name`; returns a KernelReport
     (`report.passed`, `str(report)`; a notebook shows it as a table). `model_calls` adds
     Cases captured from a real training step (see KernelLab). Never raises for a faulty
     candidate: what went wrong is in the report."""
-    if name not in ref.KERNEL_SPECS:
-        raise KeyError(f"no kernel named {name!r}; expected one of: {', '.join(ref.KERNEL_SPECS)}")
+    if name not in KERNEL_SPECS:
+        raise KeyError(f"no kernel named {name!r}; expected one of: {', '.join(KERNEL_SPECS)}")
     report = KernelReport(name, passed=False, tolerance=TOLERANCE)
     cases = random_cases(name) + list(model_calls)
     problem = signature_problem(name, fn, list(cases[0].args))
@@ -90,7 +58,7 @@ def check_kernel(name, fn, *, model_calls=(), timing=True, timeout=30.0, sandbox
                       f"the build you asked for (e.g. parallel=True) raised {type(exc).__name__}: "
                       f"{exc} - though the single-threaded, bounds-checked build ran")
     report.kernel = fast
-    spec = ref.KERNEL_SPECS[name]
+    spec = KERNEL_SPECS[name]
     for case, result, safe in zip(cases, results, checked.value):
         report.outputs += compare(spec, case, result)
         if _differs(result, safe, case):
@@ -261,7 +229,7 @@ def _time_kernels(report, name, fn, fast, sandbox, timeout):
                             f"cleanly in the sandbox ({probe.error})")
         report.passed = False
         return
-    spec = ref.KERNEL_SPECS[name]
+    spec = KERNEL_SPECS[name]
     float64 = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
                for k, v in case.args.items()}
     report.timing_sizes = {k: TIMING_SIZES[k] for k in ("B", "T", "C", "NH", "OC", "V", "N")}

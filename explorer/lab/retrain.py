@@ -12,15 +12,17 @@ registered globally; the registry is restored after every step.
 """
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .. import kernels
-from ..kernels import reference as ref
 from ..train.presets import get_preset
-from .check import Case, check_kernel
+from .cases import KERNEL_SPECS, Case, make_case
+from .check import check_kernel
+from .report import KernelReport
 from .sandbox import Sandbox
 
 
@@ -43,7 +45,8 @@ class RetrainRun:
 
 
 class KernelLab:
-    def __init__(self, preset="reverse-tiny", steps=None, seed=0, calls_per_kernel=4):
+    def __init__(self, preset: str = "reverse-tiny", steps: int | None = None, seed: int = 0,
+                 calls_per_kernel: int = 4) -> None:
         self.preset = get_preset(preset)
         self.steps = int(steps or self.preset.steps)
         self.seed = seed
@@ -55,7 +58,7 @@ class KernelLab:
         self.checks = {}            # registry name -> the last KernelReport
 
     # ------------------------------------------------------------------ checking
-    def model_calls(self, name):
+    def model_calls(self, name: str) -> list[Case]:
         """Cases from one real training step of the preset's model: the arguments the model
         passed to kernel `name` (up to calls_per_kernel distinct shapes) and what the shipped
         kernel wrote. A kernel that passes these runs on exactly the shapes retraining uses."""
@@ -63,7 +66,7 @@ class KernelLab:
             self._calls[name] = _capture(name, self.preset, self.seed, self.calls_per_kernel)
         return self._calls[name]
 
-    def check(self, name, fn, **options):
+    def check(self, name: str, fn: Callable, **options) -> KernelReport:
         """check_kernel on random cases and on this lab's model calls (see model_calls)."""
         options.setdefault("sandbox", self.sandbox)
         report = check_kernel(name, fn, model_calls=self.model_calls(name), **options)
@@ -71,13 +74,14 @@ class KernelLab:
         return report
 
     # ------------------------------------------------------------------ training
-    def reference(self):
+    def reference(self) -> RetrainRun:
         """The run with the shipped kernels (computed once, then kept)."""
         if self._reference is None or self._reference.status != "done":
             self._reference = self._train("", None, self.steps, time.perf_counter(), None)
         return self._reference
 
-    def retrain(self, name, fn, steps=None, on_step=None):
+    def retrain(self, name: str, fn: Callable, steps: int | None = None,
+                on_step: Callable[[RetrainRun, dict], None] | None = None) -> RetrainRun:
         """Check fn, then train the preset's model from the lab's seed with fn as kernel
         `name`. Returns a RetrainRun; status "refused" (with the report) if the check failed.
         on_step(run, metrics) is called after every step; stop() ends the run early."""
@@ -89,7 +93,7 @@ class KernelLab:
                               error="the kernel did not pass its check (see .report)")
         return self._train(name, report, steps or self.steps, started, on_step)
 
-    def stop(self):
+    def stop(self) -> None:
         """End a check in progress now, or a retrain after its current step (any thread)."""
         self._stop.set()
         self.sandbox.cancel()
@@ -122,7 +126,7 @@ class KernelLab:
         return run
 
     # ------------------------------------------------------------------ keeping a kernel
-    def install(self, name, fn):
+    def install(self, name: str, fn: Callable) -> KernelReport:
         """Check fn on this lab's shapes and, only if it passes, register the checked build
         as kernel `name` for every model from now on (kernels.reset(name) undoes it).
         Returns the report; the registry is unchanged when it failed."""
@@ -141,8 +145,8 @@ def only_shipped_except(**swap):
 
 def _capture(name, preset, seed, limit):
     """Cases recorded from one training step of a fresh model (see KernelLab.model_calls)."""
-    spec = ref.KERNEL_SPECS[name]
-    arg_names = list(ref.make_case(name)[0])
+    spec = KERNEL_SPECS[name]
+    arg_names = list(make_case(name)[0])
     shipped = kernels.shipped(name)
     cases, shapes = [], set()
 

@@ -4,7 +4,7 @@
 
 A version is a function or the name of a shipped variant (kernels.VARIANTS). The table
 gives, per version: whether it passes check_kernel, its worst error, and ms per call on
-the same inputs (check.TIMING_SIZES), fastest first.
+the same inputs (cases.TIMING_SIZES), fastest first.
 """
 import html
 from dataclasses import dataclass

@@ -1,5 +1,9 @@
 """Model configuration and the names and shapes of every parameter."""
+from __future__ import annotations
+
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -10,7 +14,7 @@ class GPTConfig:
     vocab_size: int = 50257  # V: GPT-2's BPE vocabulary
     block_size: int = 1024   # maxT: longest sequence (learned position embeddings)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for field in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size"):
             value = getattr(self, field)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -20,14 +24,14 @@ class GPTConfig:
                              f"each head gets n_embd / n_head channels")
 
     @property
-    def head_size(self):
+    def head_size(self) -> int:
         return self.n_embd // self.n_head
 
-    def to_dict(self):
+    def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: Mapping[str, Any]) -> GPTConfig:
         known = {k: d[k] for k in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size") if k in d}
         missing = {"n_layer", "n_head", "n_embd", "vocab_size", "block_size"} - set(known)
         if missing:
@@ -56,7 +60,7 @@ BLOCK_PARAMS = [
 ]
 
 
-def param_shapes(config):
+def param_shapes(config: GPTConfig) -> list[tuple[str, tuple[int, ...]]]:
     """[(name, shape)] of every parameter, in the order they sit in the flat buffer.
 
     The order is llm.c's: wte, wpe, then each kind of block parameter for all layers

@@ -1,71 +1,80 @@
-"""Sampling from the model, one token at a time, with a KV cache.
+"""Sampling from the model, with a KV cache, through the same op list and kernels as training.
 
-Each new token runs the model on one position only: its key and value are appended to
-the cache of every layer and its query attends over all cached positions. The work per
-token is then O(T) instead of O(T^2), and nothing of the model's training record
-(model.acts, model.trace) is touched.
+The prompt runs through the model once, all positions together. Then each new token runs it
+on one position only: every op of model.ops (architecture.py) is called on that position,
+through the kernel registry, as in training, so a kernel swapped with `kernels.register` or
+`kernels.use` is the kernel that samples too. The one difference is attention, which needs
+the earlier positions: their q, k, v are kept per layer (the cache), and the registry's
+`attention_forward` runs over all positions so far. That kernel knows no cache: it recomputes
+the earlier rows of its causal attention as well, O(t^2) work per token where a dedicated
+decode kernel would do O(t); we keep the kernel the student can swap. Nothing of the model's
+training record (model.acts, model.trace) is touched.
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import kernels
-from ..kernels.runtime import compute_lock
+from .architecture import activation_shapes
+
+if TYPE_CHECKING:
+    from .gpt import GPT
 
 
 class KVCache:
-    """Keys and values of every layer for positions 0..length-1: (L, B, NH, maxT, hs) each."""
+    """q, k, v of the positions 0..length-1 of every attention op, by op name: (B, capacity, 3C)
+    each, as the op's qkv activation holds them (queries too: the kernel takes all three)."""
 
-    def __init__(self, config, batch_size):
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.head_size)
-        self.k = np.zeros(shape, np.float32)
-        self.v = np.zeros(shape, np.float32)
+    def __init__(self, batch_size: int, capacity: int):
+        self.batch_size, self.capacity = batch_size, capacity
+        self.qkv: dict[str, np.ndarray] = {}
         self.length = 0
 
 
-def _decode_position(model, cache, tokens):
-    """Run one position for the batch: tokens (B,) at position cache.length. Returns logits (B, V)."""
-    cfg, p = model.config, model.params
-    B, C, NH, hs = len(tokens), cfg.n_embd, cfg.n_head, cfg.head_size
-    t = cache.length
-    k = kernels.get
-    x = np.empty((B, 1, C), np.float32)
-    k("encoder_forward")(x, tokens.reshape(B, 1), p["wte"], p["wpe"][t:t + 1])
-    h = np.empty_like(x)
-    mean, rstd = np.empty((B, 1), np.float32), np.empty((B, 1), np.float32)
-    qkv = np.empty((B, 1, 3 * C), np.float32)
-    y = np.empty_like(x)
-    fc = np.empty((B, 1, 4 * C), np.float32)
-    gelu = np.empty_like(fc)
-    for l in range(cfg.n_layer):
-        b = f"blocks.{l}."
-        k("layernorm_forward")(h, mean, rstd, x, p[b + "ln1.weight"], p[b + "ln1.bias"])
-        k("matmul_forward")(qkv, h, p[b + "attn.qkv.weight"], p[b + "attn.qkv.bias"])
-        q = qkv[:, 0, :C].reshape(B, NH, hs)
-        cache.k[l, :, :, t] = qkv[:, 0, C:2 * C].reshape(B, NH, hs)
-        cache.v[l, :, :, t] = qkv[:, 0, 2 * C:].reshape(B, NH, hs)
-        keys, values = cache.k[l, :, :, :t + 1], cache.v[l, :, :, :t + 1]  # (B, NH, t+1, hs)
-        scores = np.einsum("bhd,bhsd->bhs", q, keys) / np.float32(math.sqrt(hs))
-        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        att = scores / scores.sum(axis=-1, keepdims=True)
-        y[:, 0] = np.einsum("bhs,bhsd->bhd", att, values).reshape(B, C)
-        attn_proj = np.empty_like(x)
-        k("matmul_forward")(attn_proj, y, p[b + "attn.proj.weight"], p[b + "attn.proj.bias"])
-        x = x + attn_proj
-        k("layernorm_forward")(h, mean, rstd, x, p[b + "ln2.weight"], p[b + "ln2.bias"])
-        k("matmul_forward")(fc, h, p[b + "mlp.fc.weight"], p[b + "mlp.fc.bias"])
-        k("gelu_forward")(gelu, fc)
-        mlp_proj = np.empty_like(x)
-        k("matmul_forward")(mlp_proj, gelu, p[b + "mlp.proj.weight"], p[b + "mlp.proj.bias"])
-        x = x + mlp_proj
-    k("layernorm_forward")(h, mean, rstd, x, p["ln_f.weight"], p["ln_f.bias"])
-    logits = np.empty((B, 1, cfg.vocab_size), np.float32)
-    k("matmul_forward")(logits, h, p["wte"], None)
-    cache.length += 1
-    return logits[:, 0]
+def _attend(cache, name, qkv, n_head):
+    """The registry's attention_forward over positions 0..n-1, where qkv (B, T, 3C) holds the
+    new ones (cache.length..n-1); returns their rows of out (B, T, C)."""
+    B, T, C3 = qkv.shape
+    start, n = cache.length, cache.length + T
+    if name not in cache.qkv:
+        cache.qkv[name] = np.zeros((B, cache.capacity, C3), np.float32)
+    cache.qkv[name][:, start:n] = qkv
+    every = np.ascontiguousarray(cache.qkv[name][:, :n])     # kernels take contiguous arrays
+    out = np.empty((B, n, C3 // 3), np.float32)
+    preatt, att = np.empty((B, n_head, n, n), np.float32), np.empty((B, n_head, n, n), np.float32)
+    kernels.get("attention_forward")(out, preatt, att, every, n_head)
+    return np.ascontiguousarray(out[:, start:])
 
 
-def sample_next(logits, temperature, top_k, rng):
+def _run_positions(model, cache, tokens):
+    """The model on tokens (B, T) at positions cache.length.., appending them to the cache:
+    model.ops top to bottom, each kernel looked up in the registry now. Returns the logits
+    (B, V) of the last position."""
+    tokens = np.ascontiguousarray(tokens, dtype=np.int64)
+    B, T = tokens.shape
+    start = cache.length
+    shapes = activation_shapes(model.ops, model.config, B, T)
+    tensors = {**model.params, "idx": tokens}
+    for op in model.ops:
+        inputs = {arg: tensors[x] if isinstance(x, str) else x for arg, x in op.inputs.items()}
+        if op.kernel == "attention_forward":      # the new positions attend to the cached ones too
+            tensors[op.outputs["out"]] = _attend(cache, op.name, inputs["qkv"], inputs["n_head"])
+            continue
+        if op.kernel == "encoder_forward":        # position embeddings of positions start..start+T-1
+            inputs["wpe"] = inputs["wpe"][start:start + T]
+        outputs = {arg: np.empty(shapes[x], np.float32) for arg, x in op.outputs.items()}
+        kernels.get(op.kernel)(*outputs.values(), *inputs.values())
+        tensors.update({op.outputs[arg]: array for arg, array in outputs.items()})
+    cache.length += T
+    return tensors["logits"][:, -1]
+
+
+def sample_next(logits: np.ndarray, temperature: float, top_k: int | None,
+                rng: np.random.Generator) -> np.ndarray:
     """Token ids (B,) drawn from logits (B, V) at the given temperature, among the top_k."""
     if temperature == 0:
         return logits.argmax(axis=-1)
@@ -78,23 +87,24 @@ def sample_next(logits, temperature, top_k, rng):
     return np.array([rng.choice(len(row), p=row) for row in probs])
 
 
-def _prefill(model, tokens):
-    """A fresh cache holding tokens (B, T); returns (cache, logits of the last position)."""
-    cache = KVCache(model.config, tokens.shape[0])
-    for t in range(tokens.shape[1]):
-        logits = _decode_position(model, cache, tokens[:, t])
-    return cache, logits
+def _prefill(model, tokens, capacity):
+    """A fresh cache holding tokens (B, T); returns (cache, logits (B, V) of the last position)."""
+    cache = KVCache(tokens.shape[0], capacity)
+    return cache, _run_positions(model, cache, tokens)
 
 
-def next_token_logits(model, idx):
+def next_token_logits(model: GPT, idx: ArrayLike) -> np.ndarray:
     """Logits (B, V) of the token after each row of idx (B, T), leaving the model's
     training record (model.acts, model.trace) untouched."""
     idx = model._check_tokens(idx, "idx")
-    with compute_lock:
-        return _prefill(model, idx)[1]
+    with model.lock:
+        return _prefill(model, idx, idx.shape[1])[1]
 
 
-def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None):
+def generate(model: GPT, idx: ArrayLike, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, seed: int | None = None) -> np.ndarray:
+    """Continue each row of idx (B, T) by max_new_tokens tokens sampled at `temperature`
+    (0: the most likely) among the top_k most likely (None: all). Returns (B, T + max_new_tokens)."""
     idx = model._check_tokens(idx, "idx")
     if not isinstance(max_new_tokens, (int, np.integer)) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative integer, got {max_new_tokens!r}")
@@ -105,14 +115,16 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None)
     rng = np.random.default_rng(seed)
     block = model.config.block_size
     out = idx
-    with compute_lock:
-        cache, logits = _prefill(model, idx)
-        for _ in range(max_new_tokens):
+    with model.lock:
+        cache, logits = _prefill(model, idx, min(block, idx.shape[1] + max_new_tokens))
+        for i in range(max_new_tokens):
             nxt = sample_next(logits, temperature, top_k, rng)
             out = np.concatenate([out, nxt[:, None]], axis=1)
+            if i == max_new_tokens - 1:
+                break
             if cache.length == block:
                 # positions are learned only up to block_size: start over on the last block-1
                 # tokens (what a full forward on the cropped context would see)
-                cache, _ = _prefill(model, out[:, -block:-1])
-            logits = _decode_position(model, cache, nxt)
+                cache, _ = _prefill(model, out[:, -block:-1], block)
+            logits = _run_positions(model, cache, nxt[:, None])
     return out

@@ -7,16 +7,20 @@
 
 Architecture (GPT-2 exactly): token + learned position embedding; n_layer pre-LN blocks
     x = x + attn(ln1(x));  x = x + mlp(ln2(x))   with mlp = proj(gelu(fc(.)))
-then a final layernorm and an LM head tied to the token embedding.
+then a final layernorm and an LM head tied to the token embedding. It is written down once,
+as a list of ops (model.ops, from architecture.py): forward walks it top to bottom, backward
+bottom to top, and generation (generate.py) with a KV cache.
 """
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .. import kernels
 from ..kernels.runtime import compute_lock
-from ..train import warmup as coldstart
+from .architecture import LOSS, Grad, activation_shapes, gpt2_ops, gradient_shapes
 from .config import GPTConfig, param_shapes
 
 
@@ -36,11 +40,14 @@ class OpRecord:
 
 
 class GPT:
-    def __init__(self, config: GPTConfig, seed: int = 0):
+    def __init__(self, config: GPTConfig, seed: int = 0, *, init: bool = True) -> None:
+        """init=False leaves every parameter 0, for loaders that overwrite them all: it skips
+        drawing the random weights (seconds for GPT-2 XL) and their float64 temporaries."""
         if not isinstance(config, GPTConfig):
             raise TypeError(f"GPT expects a GPTConfig, got {type(config).__name__}")
         self.config = config
         self.param_shapes = param_shapes(config)
+        self.ops = gpt2_ops(config)   # the architecture: every op of the forward pass, in order
         sizes = [math.prod(shape) for _, shape in self.param_shapes]
         self.num_params = sum(sizes)
         self.param_offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
@@ -55,10 +62,12 @@ class GPT:
         self._shape = None    # (B, T) the activation buffers are sized for
         self._has_targets = False
         self._backward_done = False
-        self.init_weights(seed)
+        self.tokenizer = None  # text <-> ids for this vocabulary, when known (explorer.pretrained sets it)
+        if init:
+            self.init_weights(seed)
 
     @property
-    def lock(self):
+    def lock(self) -> threading.RLock:
         """Hold this to read or write the model while another thread may be computing with it
         (the background trainer, a live view). It is the kernels' compute lock
         (explorer.kernels.runtime): re-entrant, and the model's own methods take it."""
@@ -72,7 +81,7 @@ class GPT:
             views[name] = flat[start:end].reshape(shape)
         return views
 
-    def init_weights(self, seed=0):
+    def init_weights(self, seed: int = 0) -> None:
         """GPT-2's initialisation: N(0, 0.02) weights, residual projections scaled by
         1/sqrt(2 n_layer), zero biases, unit layernorm gains."""
         rng = np.random.default_rng(seed)
@@ -86,38 +95,21 @@ class GPT:
                 std = residual_std if name.endswith("proj.weight") else 0.02
                 p[...] = rng.normal(0.0, std, size=p.shape).astype(np.float32)
 
-    def num_parameters(self, exclude_position_embedding=False):
+    def num_parameters(self, exclude_position_embedding: bool = False) -> int:
         n = self.num_params
         return n - self.params["wpe"].size if exclude_position_embedding else n
 
     # ----------------------------------------------------------------- buffers
     def _allocate(self, B, T):
-        """Named activation buffers for a batch of shape (B, T), and their gradients."""
+        """Named activation buffers for a batch of shape (B, T), and their gradients, sized from
+        the op list (architecture.py)."""
         if self._shape == (B, T):
             return
-        cfg = self.config
-        C, NH, V = cfg.n_embd, cfg.n_head, cfg.vocab_size
-        shapes = {"encoded": (B, T, C)}
-        for l in range(cfg.n_layer):
-            p = f"blocks.{l}."
-            shapes.update({
-                p + "ln1.out": (B, T, C), p + "ln1.mean": (B, T), p + "ln1.rstd": (B, T),
-                p + "attn.qkv": (B, T, 3 * C),
-                p + "attn.preatt": (B, NH, T, T), p + "attn.att": (B, NH, T, T),
-                p + "attn.out": (B, T, C), p + "attn.proj": (B, T, C),
-                p + "residual1": (B, T, C),
-                p + "ln2.out": (B, T, C), p + "ln2.mean": (B, T), p + "ln2.rstd": (B, T),
-                p + "mlp.fc": (B, T, 4 * C), p + "mlp.gelu": (B, T, 4 * C),
-                p + "mlp.proj": (B, T, C),
-                p + "residual2": (B, T, C),
-            })
-        shapes.update({"ln_f.out": (B, T, C), "ln_f.mean": (B, T), "ln_f.rstd": (B, T),
-                       "logits": (B, T, V), "probs": (B, T, V), "losses": (B, T)})
+        ops = self.ops + [LOSS]
+        shapes = activation_shapes(ops, self.config, B, T)
         self.acts = {name: np.zeros(shape, np.float32) for name, shape in shapes.items()}
-        # gradients of everything backward touches (not of the cached statistics)
-        grad_names = [n for n in shapes if not n.endswith((".mean", ".rstd")) and n != "probs"]
-        grad_names += [f"blocks.{l}.{ln}.inp" for l in range(cfg.n_layer) for ln in ("ln1", "ln2")]
-        self.grad_acts = {n: np.zeros(shapes.get(n, (B, T, C)), np.float32) for n in grad_names}
+        self.grad_acts = {name: np.zeros(shape, np.float32)
+                          for name, shape in gradient_shapes(ops, shapes).items()}
         self._shape = (B, T)
 
     # ----------------------------------------------------------------- running ops
@@ -125,6 +117,11 @@ class GPT:
         """Call the registered kernel as fn(*outputs, *inputs) and record it."""
         kernels.get(kernel)(*outputs.values(), *inputs.values())
         self.trace.append(OpRecord(phase, name, kernel, outputs, inputs, inverts))
+
+    def _arrays(self, args):
+        """An op's {argument: name} as {argument: array}: names of activations, parameters or
+        the batch; anything else (n_head, None) is a constant and stays as it is."""
+        return {arg: self._tensors[x] if isinstance(x, str) else x for arg, x in args.items()}
 
     def _check_tokens(self, arr, what, allow_ignore=False):
         arr = np.asarray(arr)
@@ -151,7 +148,7 @@ class GPT:
         return np.ascontiguousarray(arr, dtype=np.int64)
 
     # ----------------------------------------------------------------- forward
-    def forward(self, idx, targets=None):
+    def forward(self, idx: ArrayLike, targets: ArrayLike | None = None) -> tuple[np.ndarray, float | None]:
         """Logits (B, T, V) for token ids idx (B, T); with targets (B, T), also the mean
         cross-entropy loss (a float) over the positions whose target is not -1, else loss
         is None. Returns (logits, loss); logits is
@@ -163,68 +160,28 @@ class GPT:
                 raise ValueError(f"targets shape {targets.shape} must equal idx shape {idx.shape}")
             if not (targets >= 0).any():
                 raise ValueError("targets are all -1: there is no position to compute a loss on")
-        coldstart.start(type(self), self.config)        # first call in a fresh install: compile in parallel
         with compute_lock:
             return self._forward(idx, targets)
 
     def _forward(self, idx, targets):
-        cfg, p = self.config, self.params
         B, T = idx.shape
         self._allocate(B, T)
-        a = self.acts
         self.trace = []
         self._backward_done = False
         self._idx, self._targets = idx, targets
-        run = lambda *args: self._run("forward", *args)  # noqa: E731
-
-        run("embedding", "encoder_forward", {"out": a["encoded"]},
-            {"idx": idx, "wte": p["wte"], "wpe": p["wpe"]})
-        x = a["encoded"]
-        for l in range(cfg.n_layer):
-            b = f"blocks.{l}."
-            run(b + "ln1", "layernorm_forward",
-                {"out": a[b + "ln1.out"], "mean": a[b + "ln1.mean"], "rstd": a[b + "ln1.rstd"]},
-                {"inp": x, "weight": p[b + "ln1.weight"], "bias": p[b + "ln1.bias"]})
-            run(b + "attn.qkv", "matmul_forward", {"out": a[b + "attn.qkv"]},
-                {"inp": a[b + "ln1.out"], "weight": p[b + "attn.qkv.weight"],
-                 "bias": p[b + "attn.qkv.bias"]})
-            run(b + "attn", "attention_forward",
-                {"out": a[b + "attn.out"], "preatt": a[b + "attn.preatt"], "att": a[b + "attn.att"]},
-                {"qkv": a[b + "attn.qkv"], "n_head": cfg.n_head})
-            run(b + "attn.proj", "matmul_forward", {"out": a[b + "attn.proj"]},
-                {"inp": a[b + "attn.out"], "weight": p[b + "attn.proj.weight"],
-                 "bias": p[b + "attn.proj.bias"]})
-            run(b + "residual1", "residual_forward", {"out": a[b + "residual1"]},
-                {"inp1": x, "inp2": a[b + "attn.proj"]})
-            run(b + "ln2", "layernorm_forward",
-                {"out": a[b + "ln2.out"], "mean": a[b + "ln2.mean"], "rstd": a[b + "ln2.rstd"]},
-                {"inp": a[b + "residual1"], "weight": p[b + "ln2.weight"], "bias": p[b + "ln2.bias"]})
-            run(b + "mlp.fc", "matmul_forward", {"out": a[b + "mlp.fc"]},
-                {"inp": a[b + "ln2.out"], "weight": p[b + "mlp.fc.weight"], "bias": p[b + "mlp.fc.bias"]})
-            run(b + "mlp.gelu", "gelu_forward", {"out": a[b + "mlp.gelu"]}, {"inp": a[b + "mlp.fc"]})
-            run(b + "mlp.proj", "matmul_forward", {"out": a[b + "mlp.proj"]},
-                {"inp": a[b + "mlp.gelu"], "weight": p[b + "mlp.proj.weight"],
-                 "bias": p[b + "mlp.proj.bias"]})
-            run(b + "residual2", "residual_forward", {"out": a[b + "residual2"]},
-                {"inp1": a[b + "residual1"], "inp2": a[b + "mlp.proj"]})
-            x = a[b + "residual2"]
-        run("ln_f", "layernorm_forward",
-            {"out": a["ln_f.out"], "mean": a["ln_f.mean"], "rstd": a["ln_f.rstd"]},
-            {"inp": x, "weight": p["ln_f.weight"], "bias": p["ln_f.bias"]})
-        # the LM head is the token embedding, transposed: logits = ln_f.out @ wte.T
-        run("lm_head", "matmul_forward", {"out": a["logits"]},
-            {"inp": a["ln_f.out"], "weight": p["wte"], "bias": None})
+        self._tensors = {**self.params, **self.acts, "idx": idx, "targets": targets}
+        ops = self.ops if targets is None else self.ops + [LOSS]
+        for op in ops:
+            self._run("forward", op.name, op.kernel, self._arrays(op.outputs), self._arrays(op.inputs))
         self._has_targets = targets is not None
         if targets is None:
-            return a["logits"], None
-        run("loss", "crossentropy_forward", {"losses": a["losses"], "probs": a["probs"]},
-            {"logits": a["logits"], "targets": targets})
+            return self.acts["logits"], None
         # mean over the positions that count (targets of -1 are ignored)
         self._num_targets = int(np.count_nonzero(targets >= 0))
-        return a["logits"], float(np.sum(a["losses"], dtype=np.float64) / self._num_targets)
+        return self.acts["logits"], float(np.sum(self.acts["losses"], dtype=np.float64) / self._num_targets)
 
     # ----------------------------------------------------------------- backward
-    def backward(self):
+    def backward(self) -> None:
         """Gradients of the mean loss of the last forward into model.grads (overwriting)."""
         if not self.trace or self._backward_done is None:
             raise RuntimeError("backward() needs a forward pass first: call model.forward(idx, targets)")
@@ -238,73 +195,48 @@ class GPT:
             self._backward_done = True
 
     def _backward(self):
-        cfg, p, g = self.config, self.params, self.grads
-        a, d = self.acts, self.grad_acts
-        B, T = self._shape
-        run = lambda name, kernel, outputs, inputs, inverts: self._run(  # noqa: E731
-            "backward", name, kernel, outputs, inputs, inverts)
-
+        """The op list bottom to top: each op's backward kernel writes the gradients of its
+        inputs from the gradients of its outputs (self.grad_acts, under the tensors' names).
+        A residual has no kernel: it hands d out to both its inputs as it is (the same array).
+        The residual stream is read twice, by a layernorm and by a residual, so its gradient
+        comes in two parts: the layernorm's part goes to `<layernorm>.inp`, and the residual's
+        backward adds it to the part the residual handed on (the backward of a fork is an add)."""
+        d = self.grad_acts
         d["losses"][...] = 1.0 / self._num_targets   # d mean / d losses[b, t] (0 where ignored: the kernel)
-        run("loss.backward", "crossentropy_softmax_backward", {"dlogits": d["logits"]},
-            {"dlosses": d["losses"], "probs": a["probs"], "targets": self._targets}, "loss")
-        run("lm_head.backward", "matmul_backward",
-            {"dinp": d["ln_f.out"], "dweight": g["wte"], "dbias": None},
-            {"dout": d["logits"], "inp": a["ln_f.out"], "weight": p["wte"]}, "lm_head")
-        last = f"blocks.{cfg.n_layer - 1}.residual2" if cfg.n_layer else "encoded"
-        run("ln_f.backward", "layernorm_backward",
-            {"dinp": d[last], "dweight": g["ln_f.weight"], "dbias": g["ln_f.bias"]},
-            {"dout": d["ln_f.out"], "inp": a[last], "weight": p["ln_f.weight"],
-             "mean": a["ln_f.mean"], "rstd": a["ln_f.rstd"]}, "ln_f")
-        for l in reversed(range(cfg.n_layer)):
-            b = f"blocks.{l}."
-            block_in = f"blocks.{l - 1}.residual2" if l > 0 else "encoded"
-            # residual2 = residual1 + mlp.proj: both receive d residual2 unchanged
-            dres2 = d[b + "residual2"]
-            run(b + "mlp.proj.backward", "matmul_backward",
-                {"dinp": d[b + "mlp.gelu"], "dweight": g[b + "mlp.proj.weight"],
-                 "dbias": g[b + "mlp.proj.bias"]},
-                {"dout": dres2, "inp": a[b + "mlp.gelu"], "weight": p[b + "mlp.proj.weight"]},
-                b + "mlp.proj")
-            run(b + "mlp.gelu.backward", "gelu_backward", {"dinp": d[b + "mlp.fc"]},
-                {"inp": a[b + "mlp.fc"], "dout": d[b + "mlp.gelu"]}, b + "mlp.gelu")
-            run(b + "mlp.fc.backward", "matmul_backward",
-                {"dinp": d[b + "ln2.out"], "dweight": g[b + "mlp.fc.weight"],
-                 "dbias": g[b + "mlp.fc.bias"]},
-                {"dout": d[b + "mlp.fc"], "inp": a[b + "ln2.out"], "weight": p[b + "mlp.fc.weight"]},
-                b + "mlp.fc")
-            run(b + "ln2.backward", "layernorm_backward",
-                {"dinp": d[b + "ln2.inp"], "dweight": g[b + "ln2.weight"], "dbias": g[b + "ln2.bias"]},
-                {"dout": d[b + "ln2.out"], "inp": a[b + "residual1"], "weight": p[b + "ln2.weight"],
-                 "mean": a[b + "ln2.mean"], "rstd": a[b + "ln2.rstd"]}, b + "ln2")
-            # residual1 fed both ln2 and the skip connection: its gradient is the sum
-            run(b + "residual1.backward", "residual_forward", {"out": d[b + "residual1"]},
-                {"inp1": d[b + "ln2.inp"], "inp2": dres2}, b + "residual2")
-            run(b + "attn.proj.backward", "matmul_backward",
-                {"dinp": d[b + "attn.out"], "dweight": g[b + "attn.proj.weight"],
-                 "dbias": g[b + "attn.proj.bias"]},
-                {"dout": d[b + "residual1"], "inp": a[b + "attn.out"],
-                 "weight": p[b + "attn.proj.weight"]}, b + "attn.proj")
-            run(b + "attn.backward", "attention_backward",
-                {"dqkv": d[b + "attn.qkv"], "dpreatt": d[b + "attn.preatt"], "datt": d[b + "attn.att"]},
-                {"dout": d[b + "attn.out"], "qkv": a[b + "attn.qkv"], "att": a[b + "attn.att"],
-                 "n_head": cfg.n_head}, b + "attn")
-            run(b + "attn.qkv.backward", "matmul_backward",
-                {"dinp": d[b + "ln1.out"], "dweight": g[b + "attn.qkv.weight"],
-                 "dbias": g[b + "attn.qkv.bias"]},
-                {"dout": d[b + "attn.qkv"], "inp": a[b + "ln1.out"], "weight": p[b + "attn.qkv.weight"]},
-                b + "attn.qkv")
-            run(b + "ln1.backward", "layernorm_backward",
-                {"dinp": d[b + "ln1.inp"], "dweight": g[b + "ln1.weight"], "dbias": g[b + "ln1.bias"]},
-                {"dout": d[b + "ln1.out"], "inp": a[block_in], "weight": p[b + "ln1.weight"],
-                 "mean": a[b + "ln1.mean"], "rstd": a[b + "ln1.rstd"]}, b + "ln1")
-            # the block's input fed both ln1 and the skip connection
-            run(b + "residual.backward", "residual_forward", {"out": d[block_in]},
-                {"inp1": d[b + "ln1.inp"], "inp2": d[b + "residual1"]}, b + "residual1")
-        run("embedding.backward", "encoder_backward", {"dwte": g["wte"], "dwpe": g["wpe"]},
-            {"dout": d["encoded"], "idx": self._idx}, "embedding")
+        grad = {"losses": d["losses"]}                # activation -> the array holding its gradient so far
+        handed_by = {}                                # activation -> the residual that handed it a part
+        for op in reversed(self.ops + [LOSS]):
+            if op.backward is None:                   # a residual: out = inp1 + inp2
+                for x in op.inputs.values():
+                    grad[x], handed_by[x] = grad[op.outputs["out"]], op
+                continue
+            second_parts = [x.name for x in op.grad_outputs.values() if isinstance(x, Grad) and x.name in grad]
+            outputs = {arg: self._gradient_buffer(op, x, grad) for arg, x in op.grad_outputs.items()}
+            inputs = {arg: grad[x.name] if isinstance(x, Grad) else x
+                      for arg, x in self._arrays(op.grad_inputs).items()}
+            self._run("backward", op.backward_name, op.backward, outputs, inputs, op.name)
+            for x in second_parts:
+                residual = handed_by[x]
+                self._run("backward", residual.backward_name, "residual_forward", {"out": d[x]},
+                          {"inp1": d[f"{op.name}.inp"], "inp2": grad[x]}, residual.name)
+                grad[x] = d[x]
+
+    def _gradient_buffer(self, op, x, grad):
+        """Where op's backward writes x = d(name): a parameter's gradient into self.grads, an
+        activation's into self.grad_acts[name], or into `<op>.inp` when a residual handed
+        that activation a part of its gradient already. None (no bias) stays None."""
+        if x is None:
+            return None
+        if x.name in self.grads:
+            return self.grads[x.name]
+        if x.name in grad:
+            return self.grad_acts[f"{op.name}.inp"]
+        grad[x.name] = self.grad_acts[x.name]
+        return grad[x.name]
 
     # ----------------------------------------------------------------- generation
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, seed=None):
+    def generate(self, idx: ArrayLike, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int | None = None) -> np.ndarray:
         """Continue each row of idx (B, T) by max_new_tokens sampled tokens, using a KV
         cache. temperature=0 picks the most likely token. Returns (B, T + max_new_tokens)."""
         from .generate import generate

@@ -10,7 +10,7 @@ one from its to_dict() (that is what a checkpoint stores).
 """
 import os
 
-from .base import Tokenizer
+from .base import TokenIds, Tokenizer
 from .bpe import BPETokenizer, train_bpe
 from .bytelevel import GPT2_SPLIT_PATTERN
 from .char import CharTokenizer
@@ -18,8 +18,11 @@ from .gpt2 import GPT2Tokenizer
 
 _KINDS = {cls.kind: cls for cls in (CharTokenizer, GPT2Tokenizer, BPETokenizer)}
 
+#: What get_tokenizer accepts: a Tokenizer, its to_dict(), "char" / "gpt2" / "bpe:<size>", or a merges file.
+TokenizerSpec = Tokenizer | dict | str | os.PathLike[str]
 
-def tokenizer_from_dict(d):
+
+def tokenizer_from_dict(d: dict) -> Tokenizer:
     """The tokenizer that `d = tokenizer.to_dict()` describes."""
     kind = d.get("type") if isinstance(d, dict) else None
     if kind not in _KINDS:
@@ -28,7 +31,7 @@ def tokenizer_from_dict(d):
     return _KINDS[kind].from_dict(d)
 
 
-def get_tokenizer(spec, text=None):
+def get_tokenizer(spec: TokenizerSpec, text: str | None = None) -> Tokenizer:
     """A tokenizer from a short description:
     a Tokenizer (returned as is), "char" (alphabet of `text`), "gpt2", "bpe:<vocab size>"
     (trained on `text`), or the path of a saved BPE merges file."""
@@ -56,4 +59,4 @@ def get_tokenizer(spec, text=None):
 
 
 __all__ = ["Tokenizer", "CharTokenizer", "GPT2Tokenizer", "BPETokenizer", "train_bpe",
-           "tokenizer_from_dict", "get_tokenizer", "GPT2_SPLIT_PATTERN"]
+           "tokenizer_from_dict", "get_tokenizer", "GPT2_SPLIT_PATTERN", "TokenIds", "TokenizerSpec"]

@@ -3,7 +3,12 @@
 A tokenizer turns text into a list of integer ids (`encode`) and back (`decode`). The model
 only ever sees the ids; `token_strings` shows what each id stands for, for display.
 """
+from collections.abc import Iterable
+
 import numpy as np
+
+#: What decode and token_strings accept: a list of ids, or an integer array of any shape.
+TokenIds = Iterable[int] | np.ndarray
 
 
 class Tokenizer:
@@ -19,10 +24,10 @@ class Tokenizer:
     def encode(self, text: str) -> list[int]:
         raise NotImplementedError
 
-    def decode(self, ids) -> str:
+    def decode(self, ids: TokenIds) -> str:
         raise NotImplementedError
 
-    def token_strings(self, ids) -> list[str]:
+    def token_strings(self, ids: TokenIds) -> list[str]:
         """One printable string per id, e.g. for labelling an attention map's axes."""
         raise NotImplementedError
 
@@ -34,7 +39,7 @@ class Tokenizer:
         """A string that changes whenever the text -> ids mapping changes (for token caches)."""
         raise NotImplementedError
 
-    def _check_ids(self, ids):
+    def _check_ids(self, ids: TokenIds) -> list[int]:
         """ids as a list of Python ints, each in range(vocab_size), or a ValueError."""
         ids = list(ids.ravel() if isinstance(ids, np.ndarray) else ids)
         for position, i in enumerate(ids):

@@ -22,6 +22,7 @@ import heapq
 import os
 import tempfile
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 
 import regex
 import tiktoken
@@ -37,7 +38,7 @@ class BPETokenizer(TiktokenTokenizer):
 
     kind = "bpe"
 
-    def __init__(self, merges):
+    def __init__(self, merges: Iterable[tuple[bytes, bytes]]) -> None:
         self.merges = [(bytes(left), bytes(right)) for left, right in merges]
         ranks = {bytes([b]): b for b in range(256)}
         for i, (left, right) in enumerate(self.merges):
@@ -53,7 +54,7 @@ class BPETokenizer(TiktokenTokenizer):
                                      mergeable_ranks=ranks, special_tokens={})
         super().__init__(encoding)
 
-    def describe_merges(self, n=20):
+    def describe_merges(self, n: int = 20) -> str:
         """The first n merges as lines like "256: ' ' + 't' -> ' t'", for reading."""
         lines = []
         for i, (left, right) in enumerate(self.merges[:n]):
@@ -62,7 +63,7 @@ class BPETokenizer(TiktokenTokenizer):
         return "\n".join(lines)
 
     # ------------------------------------------------------------------- files
-    def merges_text(self):
+    def merges_text(self) -> str:
         """The merges as text in GPT-2's vocab.bpe format: a header, then one merge per line,
         both halves spelled with GPT-2's byte-to-character table (a space byte is "Ġ")."""
         lines = [FILE_HEADER]
@@ -70,7 +71,7 @@ class BPETokenizer(TiktokenTokenizer):
         return "\n".join(lines) + "\n"
 
     @classmethod
-    def from_merges_text(cls, text, source="<text>"):
+    def from_merges_text(cls, text: str, source: str = "<text>") -> "BPETokenizer":
         lines = text.split("\n")
         if not lines or not lines[0].startswith("#version"):
             raise ValueError(f"{source} does not start with a '#version' line: it is not a "
@@ -86,7 +87,7 @@ class BPETokenizer(TiktokenTokenizer):
             merges.append((printable_to_bytes(parts[0]), printable_to_bytes(parts[1])))
         return cls(merges)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> str | os.PathLike[str]:
         """Write the merges as a plain text file (atomically: a reader never sees half)."""
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
@@ -101,18 +102,18 @@ class BPETokenizer(TiktokenTokenizer):
         return path
 
     @classmethod
-    def load(cls, path):
+    def load(cls, path: str | os.PathLike[str]) -> "BPETokenizer":
         with open(path, encoding="utf-8") as f:
-            return cls.from_merges_text(f.read(), source=path)
+            return cls.from_merges_text(f.read(), source=os.fspath(path))
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {"type": self.kind, "merges": self.merges_text()}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict) -> "BPETokenizer":
         return cls.from_merges_text(d["merges"], source="checkpoint")
 
-    def cache_key(self):
+    def cache_key(self) -> str:
         return "bpe:" + hashlib.sha256(self.merges_text().encode("utf-8")).hexdigest()
 
 
@@ -139,7 +140,7 @@ def _merge_word(word, a, b, new):
     return out
 
 
-def train_bpe(text, vocab_size, pattern=GPT2_SPLIT_PATTERN):
+def train_bpe(text: str, vocab_size: int, pattern: str = GPT2_SPLIT_PATTERN) -> BPETokenizer:
     """Learn vocab_size - 256 merges from `text` (fewer if it runs out of pairs)."""
     if not isinstance(vocab_size, int) or vocab_size < 256:
         raise ValueError(f"vocab_size must be an integer >= 256 (one token per byte comes "
@@ -151,7 +152,8 @@ def train_bpe(text, vocab_size, pattern=GPT2_SPLIT_PATTERN):
     id_of = {t: i for i, t in enumerate(token_bytes)}
 
     # pair -> sum of freq over its occurrences; pair -> which words contain it
-    pair_count, words_with = defaultdict(int), defaultdict(set)
+    pair_count: defaultdict[tuple[int, int], int] = defaultdict(int)
+    words_with: defaultdict[tuple[int, int], set[int]] = defaultdict(set)
     for w, (word, freq) in enumerate(zip(words, freqs)):
         for pair in _pairs(word):
             pair_count[pair] += freq

@@ -9,7 +9,7 @@ a chunk boundary: " the" can become one token, "e t" cannot.
 """
 import tiktoken
 
-from .base import Tokenizer
+from .base import TokenIds, Tokenizer
 
 #: GPT-2's pre-tokenization pattern: English contractions, then letters, digits or other
 #: symbols each with an optional leading space, then whitespace. (\p{L}: any letter.)
@@ -66,24 +66,24 @@ def display_bytes(token: bytes) -> str:
 class TiktokenTokenizer(Tokenizer):
     """A tokenizer whose encoding is a tiktoken.Encoding (fast Rust BPE)."""
 
-    def __init__(self, encoding: tiktoken.Encoding):
+    def __init__(self, encoding: tiktoken.Encoding) -> None:
         self.encoding = encoding
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         return self.encoding.n_vocab
 
-    def encode(self, text):
+    def encode(self, text: str) -> list[int]:
         # special tokens such as <|endoftext|> written in the text become their single id
         return self.encoding.encode(text, allowed_special="all")
 
-    def decode(self, ids):
+    def decode(self, ids: TokenIds) -> str:
         # ids may end inside a multi-byte character: show U+FFFD there rather than fail
         return self.encoding.decode(self._check_ids(ids), errors="replace")
 
-    def token_bytes(self, token_id) -> bytes:
+    def token_bytes(self, token_id: int) -> bytes:
         """The exact bytes one token stands for."""
         return self.encoding.decode_single_token_bytes(self._check_ids([token_id])[0])
 
-    def token_strings(self, ids):
+    def token_strings(self, ids: TokenIds) -> list[str]:
         return [display_bytes(self.token_bytes(i)) for i in ids]

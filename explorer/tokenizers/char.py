@@ -7,16 +7,17 @@ The simplest tokenizer there is, and the one Tiny Shakespeare is usually trained
 65 characters). A character outside the alphabet has no id; we raise rather than guess one.
 """
 import hashlib
+from collections.abc import Iterable
 
 import numpy as np
 
-from .base import Tokenizer
+from .base import TokenIds, Tokenizer
 
 
 class CharTokenizer(Tokenizer):
     kind = "char"
 
-    def __init__(self, alphabet):
+    def __init__(self, alphabet: Iterable[str]) -> None:
         """`alphabet`: the characters in id order (id i is alphabet[i]); no repeats."""
         alphabet = "".join(alphabet)
         if not alphabet:
@@ -28,17 +29,17 @@ class CharTokenizer(Tokenizer):
         self._ids = {ch: i for i, ch in enumerate(alphabet)}
 
     @classmethod
-    def from_text(cls, text):
+    def from_text(cls, text: str) -> "CharTokenizer":
         """The alphabet of `text`: its distinct characters, sorted by code point."""
         if not text:
             raise ValueError("cannot build a character vocabulary from empty text")
         return cls(sorted(set(text)))
 
     @property
-    def vocab_size(self):
+    def vocab_size(self) -> int:
         return len(self.alphabet)
 
-    def encode(self, text):
+    def encode(self, text: str) -> list[int]:
         try:
             return [self._ids[ch] for ch in text]
         except KeyError:
@@ -50,7 +51,7 @@ class CharTokenizer(Tokenizer):
                     f"tokenizer's alphabet of {self.vocab_size} characters: {self.alphabet[:80]!r}")
         raise AssertionError("unreachable")
 
-    def encode_array(self, text):
+    def encode_array(self, text: str) -> np.ndarray:
         """encode() for a whole corpus, as an int64 array (vectorised over code points)."""
         try:
             codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
@@ -65,20 +66,20 @@ class CharTokenizer(Tokenizer):
             self.encode(text)  # raises, naming the first unknown character
         return ids
 
-    def decode(self, ids):
+    def decode(self, ids: TokenIds) -> str:
         return "".join(self.alphabet[i] for i in self._check_ids(ids))
 
-    def token_strings(self, ids):
+    def token_strings(self, ids: TokenIds) -> list[str]:
         return [self.alphabet[i] for i in self._check_ids(ids)]
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         return {"type": self.kind, "alphabet": self.alphabet}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict) -> "CharTokenizer":
         return cls(d["alphabet"])
 
-    def cache_key(self):
+    def cache_key(self) -> str:
         return "char:" + hashlib.sha256(self.alphabet.encode("utf-8")).hexdigest()
 
     def __repr__(self):

@@ -35,7 +35,8 @@ FILES = {
 END_OF_TEXT = "<|endoftext|>"
 END_OF_TEXT_ID = 50256
 
-_ranks_cache = {}  # (vocab_bpe path, encoder_json path) -> mergeable ranks
+# (vocab_bpe path, encoder_json path) -> mergeable ranks
+_ranks_cache: dict[tuple[str, str], dict[bytes, int]] = {}
 
 
 def tiktoken_cache_dir():
@@ -145,18 +146,19 @@ def download_gpt2_files():
 class GPT2Tokenizer(TiktokenTokenizer):
     kind = "gpt2"
 
-    def __init__(self, vocab_bpe=None, encoder_json=None, download=True):
+    def __init__(self, vocab_bpe: str | os.PathLike[str] | None = None,
+                 encoder_json: str | os.PathLike[str] | None = None, download: bool = True) -> None:
         """Pass both paths to use your own copies of the files, or neither to search for
         them (and, with download=True, fetch them once)."""
         if (vocab_bpe is None) != (encoder_json is None):
             raise ValueError("pass both vocab_bpe and encoder_json, or neither; got "
                              f"vocab_bpe={vocab_bpe!r}, encoder_json={encoder_json!r}")
-        self.explicit_paths = vocab_bpe is not None
-        if self.explicit_paths:
-            for path in (vocab_bpe, encoder_json):
+        paths = None if vocab_bpe is None or encoder_json is None else (vocab_bpe, encoder_json)
+        self.explicit_paths = paths is not None
+        if paths is not None:
+            for path in paths:
                 if not os.path.isfile(path):
                     raise FileNotFoundError(f"GPT-2 tokenizer file not found: {path}")
-            paths = (vocab_bpe, encoder_json)
         else:
             paths = find_gpt2_files()
             if paths is None:
@@ -166,20 +168,20 @@ class GPT2Tokenizer(TiktokenTokenizer):
         self.vocab_bpe, self.encoder_json = (os.fspath(p) for p in paths)
         super().__init__(encoding_from_files(self.vocab_bpe, self.encoder_json))
 
-    def to_dict(self):
+    def to_dict(self) -> dict:
         # only paths the user chose are worth keeping; otherwise search again when loading
         if self.explicit_paths:
             return {"type": self.kind, "vocab_bpe": self.vocab_bpe, "encoder_json": self.encoder_json}
         return {"type": self.kind}
 
     @classmethod
-    def from_dict(cls, d):
+    def from_dict(cls, d: dict) -> "GPT2Tokenizer":
         paths = d.get("vocab_bpe"), d.get("encoder_json")
         if all(p and os.path.isfile(p) for p in paths):
             return cls(*paths)
         return cls()  # saved on another machine: look for the files here
 
-    def cache_key(self):
+    def cache_key(self) -> str:
         return "gpt2"  # the files are checksummed, so every copy encodes identically
 
     def __repr__(self):

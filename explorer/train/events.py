@@ -63,8 +63,12 @@ class Events:
 
     def listening(self, event: str) -> bool:
         """True if anyone listens to `event`."""
+        return bool(self.listeners(event))
+
+    def listeners(self, event: str) -> tuple:
+        """The callbacks subscribed to `event`, in the order they subscribed."""
         self._check(event)
-        return bool(self._listeners[event])
+        return self._listeners[event]
 
     def emit(self, event: str, payload: Any) -> None:
         """Call every listener of `event` with payload (see the module docstring)."""

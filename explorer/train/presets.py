@@ -72,13 +72,14 @@ class Preset:
                     max_steps=self.steps, min_lr=min_lr, eval_interval=self.eval_interval,
                     weight_decay=self.weight_decay, grad_clip=self.grad_clip)
 
-    def build(self, seed: int = 0) -> tuple[Batches, GPT, Trainer]:
-        """(dataset, model, trainer), ready for trainer.run(preset.steps)."""
+    def build(self, seed: int = 0, **trainer_args: Any) -> tuple[Batches, GPT, Trainer]:
+        """(dataset, model, trainer), ready for trainer.run(preset.steps). trainer_args: the
+        Trainer's other arguments (comm, zero, rank_timeout)."""
         from ..model.gpt import GPT
         from .trainer import Trainer
         dataset = self.make_dataset()
         model = GPT(self.model_config(dataset), seed=seed)
-        trainer = Trainer(model, dataset, seed=seed, **self.trainer_options())
+        trainer = Trainer(model, dataset, seed=seed, **self.trainer_options(), **trainer_args)
         return dataset, model, trainer
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict
 import numpy as np
 
 from ..io.checkpoint import atomic_write, load, save
+from .distributed import DEFAULT_TIMEOUT_S
 from .trainer import interrupts_deferred
 
 
@@ -121,14 +122,21 @@ def _row_step(line):
 
 
 def train_preset(name=None, steps=None, out="runs", seed=0, sample_every=None, progress=True,
-                 threads="auto", save_every=None, resume=None):
+                 threads="auto", save_every=None, resume=None, comm="auto", zero=0,
+                 rank_timeout=DEFAULT_TIMEOUT_S):
     """Train preset `name` for `steps` steps; returns (trainer, run folder). threads: None
     (all), a number, or "auto" (chosen by timing steps: explorer/train/thread_tuner.py).
 
     A checkpoint is written every `save_every` steps (None: about every SAVE_SECONDS), after
     the step's evaluation, and at the end. resume: a run folder; the run continues from its
     checkpoint with the preset, seed and settings it was started with (`steps` may give a
-    new total), and logs exactly what it would have logged had it never stopped."""
+    new total), and logs exactly what it would have logged had it never stopped.
+
+    Started by mpiexec (comm="auto"), or given an MPI communicator, the run is data-parallel
+    (explorer/train/distributed.py): every rank trains, and rank 0 alone writes the run folder,
+    the logs, the progress bar and the checkpoints. zero=1 shards the optimizer state; a run
+    resumes with any number of ranks. threads="auto" then gives each rank its share of its
+    machine's cores (a rank's step time includes waiting for the others: timing cannot choose)."""
     from tqdm.auto import tqdm
 
     from .presets import get_preset
@@ -146,34 +154,46 @@ def train_preset(name=None, steps=None, out="runs", seed=0, sample_every=None, p
     preset = get_preset(name)
     steps = steps if steps is not None else preset.steps
     sample_every = sample_every if sample_every is not None else max(1, steps // 4)
-    data, model, trainer = preset.build(seed=seed)
-    trainer.threads = threads
+    data, model, trainer = preset.build(seed=seed, comm=comm, zero=zero, rank_timeout=rank_timeout)
+    dp = trainer.distributed
+    root = dp is None or dp.rank == 0
+    progress = progress and root
+    trainer.threads = dp.default_threads() if dp is not None and threads == "auto" else threads
     if resume is not None:
-        ckpt_path = os.path.join(folder, CHECKPOINT)
-        load(ckpt_path).restore(trainer)
+        load(os.path.join(folder, CHECKPOINT)).restore(trainer)   # every rank reads it
         if trainer.step_count >= steps:   # killed after its last save: nothing is missing
             if progress:
                 print(f"the run in {folder} is complete ({trainer.step_count} of {steps} "
                       f"steps); give a larger --steps to train it further")
                 print(f"run folder: {folder}")
             return trainer, folder
-        _keep_until(folder, trainer.step_count)
-    else:
-        folder = _run_folder(out, name)
-    _write_json(os.path.join(folder, "config.json"),
-                {"preset": name, "seed": seed, "steps": steps, "sample_every": sample_every,
-                 "save_every": save_every, "model": model.config.to_dict(),
-                 "train": asdict(trainer.config), "data": preset.data,
-                 "description": data.describe()})
-    metrics_file = _AppendLog(os.path.join(folder, "metrics.jsonl"))
-    samples_file = _AppendLog(os.path.join(folder, "samples.txt"))
+    logs = {}
+
+    def open_run():         # rank 0's: if it fails, every rank hears of it
+        run = folder if resume is not None else _run_folder(out, name)
+        if resume is not None:
+            _keep_until(run, trainer.step_count)
+        _write_json(os.path.join(run, "config.json"),
+                    {"preset": name, "seed": seed, "steps": steps, "sample_every": sample_every,
+                     "save_every": save_every, "model": model.config.to_dict(),
+                     "train": asdict(trainer.config), "data": preset.data,
+                     "description": data.describe(), "ranks": dp.size if dp else 1,
+                     "zero": zero})
+        logs["metrics"] = _AppendLog(os.path.join(run, "metrics.jsonl"))
+        logs["samples"] = _AppendLog(os.path.join(run, "samples.txt"))
+        return run
+
+    folder = open_run() if dp is None else dp.run_on_root(open_run, "opening the run folder")
+    ranks = _describe_ranks(trainer, zero) if dp is not None else None   # all ranks take part
+    if progress and ranks:
+        print(ranks)
     bar = tqdm(total=steps, initial=trainer.step_count, disable=not progress, unit="step",
                dynamic_ncols=True)
     tokenizer = getattr(data, "tokenizer", None)
     ckpt_path = os.path.join(folder, CHECKPOINT)
 
     def log(row):
-        metrics_file.write(json.dumps(row) + "\n")
+        logs["metrics"].write(json.dumps(row) + "\n")
 
     def on_step(m):
         log(m)
@@ -181,7 +201,7 @@ def train_preset(name=None, steps=None, out="runs", seed=0, sample_every=None, p
         bar.set_postfix(loss=f"{m['loss']:.4f}", tok_s=f"{m['tokens_per_s']:.0f}")
         if m["step"] % sample_every == 0 or m["step"] == steps:
             text = _sample_for_log(trainer, preset, tokenizer)
-            samples_file.write(f"--- step {m['step']}\n{text}\n")
+            logs["samples"].write(f"--- step {m['step']}\n{text}\n")
             if progress:
                 bar.write(f"[step {m['step']}] {text}")
 
@@ -191,30 +211,43 @@ def train_preset(name=None, steps=None, out="runs", seed=0, sample_every=None, p
             bar.write("[eval] " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                             for k, v in m.items()))
 
-    trainer.on("step", on_step)
-    trainer.on("eval", on_eval)
+    if root:
+        trainer.on("step", on_step)
+        trainer.on("eval", on_eval)
     saved = {"step": trainer.step_count if resume is not None else None, "at": time.monotonic()}
 
     def checkpoint():
-        save(trainer, ckpt_path, tokenizer=tokenizer)
+        if dp is None:
+            save(trainer, ckpt_path, tokenizer=tokenizer)
+        else:
+            _save_from_rank_0(trainer, ckpt_path, tokenizer)
         saved.update(step=trainer.step_count, at=time.monotonic())
 
+    stop = False
     try:
-        while trainer.step_count < steps:
-            # a step, its evaluation and its checkpoint as one: Ctrl-C waits for all three
-            with interrupts_deferred():
+        # Ctrl-C waits for the step in progress, its evaluation and its checkpoint; every
+        # rank of a distributed run then stops after the same step
+        with interrupts_deferred() as caught:
+            while trainer.step_count < steps and not stop:
                 trainer.step()
                 every = trainer.config.eval_interval
                 if every and trainer.step_count % every == 0:
                     trainer.evaluate()
-                if trainer.step_count < steps and (
-                        trainer.step_count % save_every == 0 if save_every
-                        else time.monotonic() - saved["at"] >= SAVE_SECONDS):
+                due = trainer.step_count < steps and (
+                    trainer.step_count % save_every == 0 if save_every
+                    else time.monotonic() - saved["at"] >= SAVE_SECONDS)
+                noticed = len(caught)   # one that comes during the exchange waits for the next
+                stop = noticed > 0
+                if dp is not None:   # rank 0's clock times the saves; anyone's Ctrl-C stops all
+                    flags = dp.exchange([due, stop], None, f"after step {trainer.step_count}")
+                    due, stop = bool(flags[0, 0]), bool(flags[:, 1].any())
+                del caught[:noticed]
+                if due or stop:
                     checkpoint()
-        with interrupts_deferred():
-            trainer.evaluate()
-            checkpoint()        # at the last step: a resume finds the run complete
-    except KeyboardInterrupt:
+            if not stop:
+                trainer.evaluate()
+                checkpoint()        # at the last step: a resume finds the run complete
+    except KeyboardInterrupt:       # raised mid-step by a program's own SIGINT handler
         # steps are atomic, so the trainer is at a whole step: keep it
         bar.close()
         if saved["step"] != trainer.step_count:
@@ -222,11 +255,43 @@ def train_preset(name=None, steps=None, out="runs", seed=0, sample_every=None, p
         raise RunInterrupted(folder, trainer.step_count) from None
     finally:
         bar.close()
-        metrics_file.close()
-        samples_file.close()
+        for file in logs.values():
+            file.close()
+    if stop:
+        raise RunInterrupted(folder, trainer.step_count)
     if progress:
         print(f"run folder: {folder}")
     return trainer, folder
+
+
+class _Gathered:
+    """A trainer's checkpoint state taken already (under ZeRO-1 the shards were gathered on
+    every rank's call), for rank 0 to save alone."""
+    def __init__(self, model, arrays, meta):
+        self.model, self._state = model, (arrays, meta)
+
+    def checkpoint_state(self):
+        return self._state
+
+
+def _save_from_rank_0(trainer, path, tokenizer):
+    """Every rank calls it; rank 0 writes the checkpoint (atomically, as save() always does),
+    with the optimizer's shards gathered. Every rank learns whether the write succeeded."""
+    dp, model = trainer.distributed, trainer.model
+    arrays, meta = trainer.checkpoint_state()
+    dp.check_replicas(model.flat_params, "parameters")
+    dp.run_on_root(lambda: save(_Gathered(model, arrays, meta), path, tokenizer=tokenizer),
+                   f"saving the checkpoint at step {trainer.step_count}")
+
+
+def _describe_ranks(trainer, zero):
+    dp = trainer.distributed
+    pids = dp.exchange([os.getpid()], None, "listing the ranks")[:, 0].astype(int)
+    threads = trainer.threads
+    return (f"data-parallel on {dp.size} ranks ({dp.local_size} on this machine), "
+            f"{threads} thread{'s' if threads != 1 else ''} each"
+            f"{', ZeRO-1 (m and v sharded)' if zero else ''}; process ids by rank: "
+            + ", ".join(str(pid) for pid in pids))
 
 
 def _read_run_settings(folder):
@@ -269,3 +334,30 @@ def task_example(model, task, rng):
     mark = "right" if np.array_equal(answer, seqs[0, start:]) else "wrong"
     decode = task.tokenizer.decode
     return f"{decode(seqs[0, :start].tolist())} -> {decode(answer.tolist())} ({mark})"
+
+
+def read_metrics(folder):
+    """The training steps' rows of a run folder's metrics.jsonl (not the evaluations')."""
+    with open(os.path.join(folder, "metrics.jsonl"), encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.endswith("\n")]
+    return [row for row in rows if "loss" in row]
+
+
+def train_on_ranks(ranks, *args, timeout=600):
+    """Run `explorer train *args` as `ranks` processes under mpiexec (one process, without
+    mpiexec, for ranks=1), as from a terminal; returns the run folder it printed.
+
+        folder = train_on_ranks(2, "--preset", "reverse-tiny", "--steps", "30", "--zero", "1")"""
+    import subprocess
+    import sys
+
+    from .distributed import mpiexec_command
+    start = mpiexec_command(ranks) if ranks > 1 else [sys.executable]
+    done = subprocess.run(start + ["-m", "explorer", "train", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+    folders = [line.split("run folder: ", 1)[1] for line in done.stdout.splitlines()
+               if line.startswith("run folder: ")]
+    if done.returncode != 0 or not folders:
+        raise RuntimeError(f"explorer train on {ranks} rank(s) exited with status "
+                           f"{done.returncode}; its last words:\n{done.stderr[-2000:]}")
+    return folders[-1]

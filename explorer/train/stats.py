@@ -259,6 +259,10 @@ class GradientRecorder:
         that recorded it)."""
         return self._events.on(event, callback)
 
+    def listeners(self, event):
+        """The callbacks subscribed to `event` (see explorer.train.events.Events.listeners)."""
+        return self._events.listeners(event)
+
     def off(self, event, callback):
         """Stop calling callback on `event` (ValueError if it was not subscribed)."""
         self._events.off(event, callback)

@@ -7,17 +7,22 @@
 A step is forward -> backward -> clip (global norm) -> AdamW. It is atomic: if anything
 raises inside it (a bad batch, a student's kernel, a NaN loss), the parameters, the
 optimizer state, the step counter and the data sampler are as they were before it.
+
+Under mpiexec (or given an MPI communicator) the same step runs data-parallel: each process
+computes its share of the batch's rows and the gradients are averaged over processes
+(explorer.train.distributed). The numbers are those of one process, up to summation order.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -25,11 +30,11 @@ from .. import kernels
 from ..kernels.adamw import count_nonfinite
 from ..kernels.clip import clip_scale
 from ..kernels.runtime import max_threads, using_threads
+from ..model.gpt import GPT
+from . import warmup
+from .distributed import DEFAULT_TIMEOUT_S, DataParallel, data_parallel, shard_segments
 from .events import Events
 from .thread_tuner import ThreadTuner
-
-if TYPE_CHECKING:
-    from ..model.gpt import GPT  # (a type only: model/gpt.py imports train/warmup.py)
 
 EVENTS = ("step", "eval", "run_start", "run_end")
 #: What check_state() returns and put_state() writes: AdamW's m and v, the step count, and
@@ -116,8 +121,13 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
 
 
 class Trainer:
-    def __init__(self, model: GPT, data: Batches, batch_size: int = 16, lr: float = 1e-3,
+    def __init__(self, model: GPT, data: Batches, batch_size: int = 16, lr: float = 1e-3, *,
+                 comm: Any = "auto", zero: int = 0, rank_timeout: float = DEFAULT_TIMEOUT_S,
                  **options: Any):
+        """options: TrainConfig's fields. comm: "auto" (data-parallel over MPI's world when a
+        launcher such as mpiexec started several processes), None (this process alone), or an
+        mpi4py communicator. zero=1 shards AdamW's m and v over the ranks (ZeRO-1).
+        rank_timeout: seconds a rank waits for the others before it names the silent ones."""
         self.model = model
         self.data = data
         self.config = TrainConfig(batch_size=batch_size, lr=lr, **options)
@@ -130,10 +140,21 @@ class Trainer:
         if self.seq_len > model.config.block_size:
             raise ValueError(f"seq_len={self.seq_len} is longer than the model's block_size="
                              f"{model.config.block_size}")
-        # AdamW's moments. Read-only outside a step: only the optimizer writes them, so they
-        # stay finite and a step never needs to check them (see _update).
-        self.m = _read_only(np.zeros_like(model.flat_params))   # first moment
-        self.v = _read_only(np.zeros_like(model.flat_params))   # second moment
+        #: the ranks this trainer trains with (None: one process); see train/distributed.py
+        self.distributed: DataParallel | None = data_parallel(comm, model.num_params, zero,
+                                                              rank_timeout)
+        dp = self.distributed
+        # the slice of the flat buffers this process updates: all of it, or 1/N under ZeRO-1
+        self._owned = dp.owned if dp is not None and dp.zero else slice(0, model.num_params)
+        if dp is not None:
+            dp.rows(self.config.batch_size)        # raises if some rank would get no row
+            # one starting point: rank 0's weights (as PyTorch's DDP does)
+            dp.broadcast(model.flat_params, "sharing rank 0's initial weights")
+        # AdamW's moments (this process's slice of them). Read-only outside a step: only the
+        # optimizer writes them, so they stay finite and a step never needs to check them.
+        size = self._owned.stop - self._owned.start
+        self.m = _read_only(np.zeros(size, np.float32))   # first moment
+        self.v = _read_only(np.zeros(size, np.float32))   # second moment
         self.step_count = 0
         self.rng = np.random.default_rng(self.config.seed)
         self.history = []        # metrics of every step taken
@@ -141,9 +162,10 @@ class Trainer:
         self._events = Events(EVENTS)   # a listener's exception propagates out of the step/run
         self._stop_requested = False
         # weight decay on matrices only (not biases, layernorm gains or... position table)
-        self._segments = model.param_offsets
+        self._segments = shard_segments(model.param_offsets, self._owned)
         self._decay = np.array([len(shape) == 2 for _, shape in model.param_shapes])
-        self.threads = None
+        # ranks on one machine share its cores: by default each takes its share
+        self.threads = dp.default_threads() if dp is not None else None
 
     # ----------------------------------------------------------------- threads
     @property
@@ -184,6 +206,7 @@ class Trainer:
         """One training step; returns its metrics. Atomic: if anything raises inside it, the
         parameters, the optimizer state, the step count and the data sampler's random state
         are bitwise what they were before it (see `_guarded`)."""
+        warmup.start(self.model)    # the first step in a fresh install: compile in two processes
         with self.model.lock, interrupts_deferred():
             rng_state = self.rng.bit_generator.state
             saved = self._guarded_state()
@@ -224,35 +247,54 @@ class Trainer:
         self.step_count = step_count
 
     def _step(self):
-        model, cfg = self.model, self.config
+        model, cfg, dp = self.model, self.config, self.distributed
         t0 = time.perf_counter()
-        x, y = self.data.get_batch("train", cfg.batch_size, self.seq_len, self.rng)
-        _, loss = model.forward(x, y)
+        draw = functools.partial(self.data.get_batch, "train", cfg.batch_size, self.seq_len, self.rng)
+        if dp is None:
+            x, y = draw()
+            _, loss = model.forward(x, y)
+            extra = {"tokens": x.size}
+        else:   # every rank draws the whole batch, from the same stream, and computes its rows
+            loss, extra = dp.gradients(model, draw, f"step {self.step_count + 1}")
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss is {loss} at step {self.step_count}: not updating "
                                      f"(lower the learning rate, or check the last kernel you changed)")
-        model.backward()
-        norm = float(kernels.get("grad_norm")(model.flat_grads))
+        if dp is None:
+            model.backward()
+            norm = float(kernels.get("grad_norm")(model.flat_grads))
+        else:
+            norm = dp.global_norm(model.flat_grads, kernels.get("grad_norm"),
+                                  f"step {self.step_count + 1}: the gradient norm")
         if not math.isfinite(norm):
             raise FloatingPointError(f"gradient norm is {norm} at step {self.step_count}: not updating")
         lr = learning_rate(self.step_count, cfg)
         self._update(lr, clip_scale(norm, cfg.grad_clip))
         self.step_count += 1
         seconds = time.perf_counter() - t0
+        tokens = extra.pop("tokens")
         return {"step": self.step_count, "loss": loss, "lr": lr, "grad_norm": norm,
-                "ms": 1000 * seconds, "tokens_per_s": x.size / seconds}
+                "ms": 1000 * seconds, "tokens_per_s": tokens / seconds, **extra}
 
     def _update(self, lr, grad_scale):
         """AdamW on the flat buffers, in one kernel call, then a check that every parameter
         is still finite. With finite gradients (the norm is checked) and finite moments
         (only this call writes them; restore() refuses non-finite ones), only a learning
         rate large enough to overflow float32 can fail it."""
-        model, cfg = self.model, self.config
-        args = (model.flat_params, model.flat_grads, self.m, self.v, self._segments, self._decay,
-                self.step_count + 1, lr, cfg.beta1, cfg.beta2, cfg.eps, cfg.weight_decay, grad_scale)
-        with _writable(self.m, self.v):
-            kernels.get("adamw_update")(*args)
-        bad = count_nonfinite(model.flat_params)
+        model, cfg, dp = self.model, self.config, self.distributed
+        own = self._owned
+        args = (model.flat_params[own], model.flat_grads[own], self.m, self.v, self._segments,
+                self._decay, self.step_count + 1, lr, cfg.beta1, cfg.beta2, cfg.eps,
+                cfg.weight_decay, grad_scale)
+        def update():
+            with _writable(self.m, self.v):
+                kernels.get("adamw_update")(*args)
+
+        if dp is None or not dp.zero:
+            update()
+            bad = count_nonfinite(model.flat_params)
+        else:   # ZeRO-1: each rank updates its slice, then they share them
+            bad = dp.sharded_update(update, lambda: count_nonfinite(model.flat_params[own]),
+                                    model.flat_params, f"step {self.step_count + 1}: AdamW")
         if bad:
             which = "" if kernels.swapped() else " (lr is too large for float32)"
             raise FloatingPointError(f"adamw_update made {bad} parameters NaN or Inf at step "
@@ -285,10 +327,12 @@ class Trainer:
         rng = np.random.default_rng([self.config.seed, self.step_count, 1])
         threads = self.thread_tuner.choice if self.thread_tuner is not None else self._threads
         with self.model.lock, using_threads(threads) if threads else contextlib.nullcontext():
-            losses = []
-            for _ in range(batches):
-                x, y = self.data.get_batch("val", self.config.batch_size, self.seq_len, rng)
-                losses.append(self.model.forward(x, y)[1])
+            draw = functools.partial(self.data.get_batch, "val", self.config.batch_size, self.seq_len, rng)
+            if self.distributed is None:
+                losses = [self.model.forward(*draw())[1] for _ in range(batches)]
+            else:
+                losses = self.distributed.mean_losses(self.model, draw, batches,
+                                                      f"evaluating at step {self.step_count}")
             result = {"step": self.step_count, "val_loss": float(np.mean(losses))}
             if hasattr(self.data, "evaluate"):
                 result.update(self.data.evaluate(self.model, rng))
@@ -319,8 +363,16 @@ class Trainer:
 
     # ----------------------------------------------------------------- checkpoints
     def checkpoint_state(self) -> tuple[dict[str, np.ndarray], dict]:
-        """(arrays, metadata) that, with the model, restore this trainer exactly."""
+        """(arrays, metadata) that, with the model, restore this trainer exactly. Under ZeRO-1
+        every rank must call it (it gathers the shards of m and v): rank 0 gets them whole,
+        the others get no arrays (rank 0 writes the checkpoints)."""
         arrays = {"adamw.m": self.m, "adamw.v": self.v}
+        dp = self.distributed
+        if dp is not None and dp.zero:
+            with self.model.lock:
+                m = dp.gather_shards(self.m, "gathering AdamW's m for a checkpoint")
+                v = dp.gather_shards(self.v, "gathering AdamW's v for a checkpoint")
+            arrays = {"adamw.m": m, "adamw.v": v} if dp.rank == 0 else {}
         meta = {"step": self.step_count, "train_config": asdict(self.config),
                 "rng_state": _jsonable_rng_state(self.rng.bit_generator.state)}
         return arrays, meta
@@ -338,14 +390,15 @@ class Trainer:
         """Validate (arrays, meta) from checkpoint_state(), writing nothing; returns the state
         that put_state() writes (Checkpoint.restore checks everything before writing any)."""
         moments = []
-        for key, target in (("adamw.m", self.m), ("adamw.v", self.v)):
+        whole = (self.model.num_params,)   # saved whole, whatever the ranks and shards
+        for key in ("adamw.m", "adamw.v"):
             if key not in arrays:
                 raise ValueError(f"{source} has no optimizer array {key!r} (was it saved from a "
                                  f"bare model? explorer.load(...).model holds the weights alone)")
             array = np.asarray(arrays[key])
-            if array.shape != target.shape:
+            if array.shape != whole:
                 raise ValueError(f"{source}: optimizer array {key!r} has shape {array.shape}; "
-                                 f"this model needs {target.shape}")
+                                 f"this model needs {whole}")
             if not np.issubdtype(array.dtype, np.floating):
                 raise ValueError(f"{source}: optimizer array {key!r} has dtype {array.dtype}, "
                                  f"expected float32")
@@ -375,8 +428,8 @@ class Trainer:
         """Write a state that check_state() returned (nothing is checked again)."""
         m, v, step, rng = state
         with _writable(self.m, self.v):
-            self.m[...] = m
-            self.v[...] = v
+            self.m[...] = m[self._owned]      # under ZeRO-1 this rank's slice only
+            self.v[...] = v[self._owned]
         self.step_count = step
         if rng is not None:
             self.rng.bit_generator.state = rng.bit_generator.state
@@ -410,15 +463,18 @@ def interrupts_deferred():
     """Hold a Ctrl-C (SIGINT) that arrives during the block until the block ends, so a step
     is never cut between writing the parameters and counting the step. Only in the main
     thread (the only one Python delivers signals to), and only while Python's own handler
-    is installed: a program that set its own handler keeps it."""
+    is installed: a program that set its own handler keeps it.
+
+    Yields the list of signals caught so far: a caller that acts on one itself (ranks that
+    must stop at the same step) empties it, and then nothing is raised."""
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-        yield
+        yield []
         return
     caught = []
     signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
     try:
-        yield
+        yield caught
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if caught:

@@ -1,11 +1,13 @@
 """Views: widgets that show a model and its training, one view per module.
 
 Views subscribe to a Trainer's events (or read a model's record); they never own training.
+Every view is a View (view.py): it displays live or as a static copy, and close() detaches it.
 Names load on first use, so `import explorer` stays light without Jupyter.
 """
 import importlib
 
 _WHERE = {
+    "View": "view",
     "TrainingDashboard": "dashboard",
     "AttentionExplorer": "attention",
     "GradientFlow": "gradients",

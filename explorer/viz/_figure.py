@@ -3,6 +3,7 @@
     from ._figure import FigureWidget
     fig = FigureWidget(make_subplots(...), lock=view_lock)   # otherwise as go.FigureWidget
     fig.sync_state()        # when its view is displayed: the browser draws what it shows now
+    sync_saved_state(fig)   # the same for any plotly FigureWidget (no lock taken)
 
 Why: plotly (>= 6) ships its widget code, about 5 MB of JavaScript, as every FigureWidget's own
 anywidget module, so the browser compiles one copy per figure. anywidget gives each new widget
@@ -27,14 +28,13 @@ A figure drawn after that wait asks Python for its full current state and draws 
 plotly's browser view starts from the figure's last full state and applies only the edits it
 receives while it exists, so edits made during the wait would otherwise be missing.
 """
+import copy
 import threading
 from pathlib import Path
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
 import traitlets
-
-from ._plotly import sync_saved_state
 
 SEND_STATE, REDRAW = "explorer:send-full-state", "explorer:redraw"
 
@@ -72,6 +72,23 @@ def reset_plotly_code():
     if _code is not None:
         _code.close()
     _code = None
+
+
+def sync_saved_state(fig):
+    """Copy what `fig` (a plotly FigureWidget) shows now into its saved widget state.
+
+    Why: updates made after a FigureWidget is displayed travel to the browser as edits, but the
+    widget's own stored state (what a page reload, Voila or a saved notebook rebuilds the
+    figure from) keeps the figure as it was first shown, e.g. an empty loss curve. plotly keeps
+    that state in two private traits; assigning deep copies of the live data and layout to them
+    updates it. This is the only place the package touches them. Returns True when it synced,
+    False when this plotly has no such traits (nothing is changed then)."""
+    if not (hasattr(fig, "_widget_data") and hasattr(fig, "_widget_layout")):
+        return False
+    # deep copies: the traits must not share lists/arrays that the next update mutates
+    fig._widget_data = copy.deepcopy(fig._data)
+    fig._widget_layout = copy.deepcopy(fig._layout)
+    return True
 
 
 class FigureWidget(go.FigureWidget):

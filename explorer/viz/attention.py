@@ -13,30 +13,45 @@ grid) enlarge one, with the tokens on both axes. On the reverse task the answer 
 look at the mirrored prompt positions (an anti-diagonal); on the repeat task an induction
 head looks one position after the earlier copy of the current letter (a shifted stripe).
 
-The probe prompt runs on a shadow copy of the model (see snapshots.py): the live model's
+The probe prompt runs on a shadow copy of the model (see explorer/interp/snapshots.py): the live model's
 record of its last training step (model.acts, model.trace) is never overwritten.
 """
+from __future__ import annotations
+
 import html
 import threading
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..interp import AttentionProbe, SnapshotHistory
 from ..tokenizers import tokenizer_from_dict
-from ._display import view_bundle
 from ._figure import FigureWidget
-from ._plotly import Throttle, static_copy
-from .snapshots import AttentionProbe, SnapshotHistory
+from ._throttle import Throttle
 from .tokens import token_labels
+from .view import View
+
+if TYPE_CHECKING:
+    from ..model.gpt import GPT
+    from ..tokenizers.base import Tokenizer
+    from ..train.trainer import Trainer
 
 COLORSCALE = "Blues"     # zero is white, so the masked upper triangle reads as empty
 
 
-class AttentionExplorer:
-    def __init__(self, model=None, tokenizer=None, prompt=None, trainer=None,
-                 snapshot_every=None, max_snapshots=64, max_tokens=48, row=0):
+class AttentionExplorer(View):
+    def __init__(self, model: GPT | None = None, tokenizer: Tokenizer | dict | None = None,
+                 prompt: str | np.ndarray | list[int] | None = None, trainer: Trainer | None = None,
+                 snapshot_every: int | None = None, max_snapshots: int = 64, max_tokens: int = 48,
+                 row: int = 0) -> None:
+        """model (or the trainer's); tokenizer (or the trainer's data's; a dict as a checkpoint
+        stores it); prompt: text or token ids (default: validation row `row` of the trainer's
+        data). With a trainer, a snapshot every `snapshot_every` steps (default: about 100
+        over max_steps), at most `max_snapshots` kept; at most `max_tokens` tokens probed."""
+        super().__init__()
         if model is None and trainer is None:
             raise ValueError("AttentionExplorer needs a model, or a trainer (its model is used)")
         self.trainer = trainer
@@ -60,8 +75,8 @@ class AttentionExplorer:
         self._build_widgets()
         self.set_prompt(self._prompt_ids(prompt, row))
         if trainer is not None:
-            trainer.on("step", self._on_step)
-            trainer.on("run_end", self._on_run_end)
+            self._subscribe(trainer, "step", self._on_step)
+            self._subscribe(trainer, "run_end", self._on_run_end)
 
     # ------------------------------------------------------------------ prompt
     def _prompt_ids(self, prompt, row=0):
@@ -124,13 +139,7 @@ class AttentionExplorer:
                 self.history.add(step, att, force=True)
             self._sync_step_slider()
             self._draw()
-            self._save_state()
-
-    def _save_state(self):
-        """Make the figures' saved widget state what they show (a page reload or a saved
-        notebook otherwise rebuilds them as first created: blank maps)."""
-        for fig in (self.grid, self.selected):
-            fig.sync_state()
+            self.sync_figures()   # else a page reload or a saved notebook shows blank maps
 
     def restart(self):
         """Drop the snapshots and probe now: for when training starts over (e.g. subscribe it
@@ -160,13 +169,7 @@ class AttentionExplorer:
     def _on_run_end(self, payload):
         with self._lock:
             self._draw()
-            self._save_state()
-
-    def close(self):
-        """Stop listening to the trainer."""
-        if self.trainer is not None:
-            self.trainer.off("step", self._on_step)
-            self.trainer.off("run_end", self._on_run_end)
+            self.sync_figures()
 
     # ------------------------------------------------------------------ widgets
     def _build_widgets(self):
@@ -311,18 +314,16 @@ class AttentionExplorer:
             self.grid.layout.shapes[0].update(xref=f"x{suffix} domain", yref=f"y{suffix} domain")
 
     # ------------------------------------------------------------------ static output
-    def static_figure(self):
-        """The enlarged map as a plain go.Figure (no widget manager needed)."""
-        return static_copy(self.selected)
+    def figures(self):
+        """The enlarged map, then the grid of every head."""
+        return [self.selected, self.grid]
 
-    def _repr_mimebundle_(self, **kwargs):
-        self._save_state()
-        summary = (f"Attention explorer: {self.n_layer} layers x {self.n_head} heads on a "
-                   f"{len(self.labels)}-token probe prompt, {len(self.history)} snapshots up to "
-                   f"training step {self.history.steps[-1]}")
-        return view_bundle(self.widget, self._static_html(), summary, **kwargs)
+    def summary(self):
+        return (f"Attention explorer: {self.n_layer} layers x {self.n_head} heads on a "
+                f"{len(self.labels)}-token probe prompt, {len(self.history)} snapshots up to "
+                f"training step {self.history.steps[-1]}")
 
-    def _static_html(self):
+    def static_html(self):
         """The enlarged map as an HTML table of shaded cells: what a saved notebook shows on
         GitHub or nbviewer, where widgets do not run."""
         l, h = self.layer.value, self.head.value

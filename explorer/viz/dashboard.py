@@ -11,19 +11,30 @@ passed since the last redraw (a redraw costs a few milliseconds; every step woul
 than a tiny model's step), and once more when training stops. Curves show at most
 `max_points` points (a uniform stride over the history), so a long run keeps the browser's
 memory flat.
+
+Closing it (dash.close()) stops its redraws and removes it from the page; training goes on if
+it runs: dash.runner.pause() stops it, dash.runner.close() ends its thread.
 """
+from __future__ import annotations
+
 import html
 import math
 import statistics
 import threading
 import time
 import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..train.runner import BackgroundTrainer
-from ._display import plain_text, view_bundle
-from ._plotly import MAX_POINTS, Throttle, decimate, static_copy
+from ._decimate import MAX_POINTS, decimate
+from ._throttle import Throttle
+from .view import View, plain_text
+
+if TYPE_CHECKING:
+    from ..train.trainer import Trainer
 
 LOSS_COLOR, VAL_COLOR, ACC_COLOR, SPEED_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f"
 # trainer -> its live dashboard: a cell run again replaces the old one instead of adding a
@@ -31,18 +42,21 @@ LOSS_COLOR, VAL_COLOR, ACC_COLOR, SPEED_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c",
 _LIVE = weakref.WeakKeyDictionary()
 
 
-class TrainingDashboard:
-    def __init__(self, trainer_or_runner, sample_every_s=10.0, plot_every=1, min_interval_s=0.25,
-                 max_points=MAX_POINTS, sample_prompt=None, sample_tokens=80, steps=0,
-                 plot_budget=0.02, sample_budget=0.01, clock=time.monotonic):
+class TrainingDashboard(View):
+    def __init__(self, trainer_or_runner: Trainer | BackgroundTrainer, sample_every_s: float = 10.0,
+                 plot_every: int = 1, min_interval_s: float = 0.25, max_points: int = MAX_POINTS,
+                 sample_prompt: str | None = None, sample_tokens: int = 80, steps: int = 0,
+                 plot_budget: float = 0.02, sample_budget: float = 0.01,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """trainer_or_runner: a Trainer (the dashboard drives its BackgroundTrainer.of(trainer),
         shared with any other view of it) or a BackgroundTrainer. sample_every_s: seconds between two
         generated samples during training (0: only when training stops). steps: the value
         the "steps" box starts with (0: up to the trainer's max_steps, then until paused).
         plot_budget, sample_budget: the largest fraction of training time that redraws and
-        samples may take; slow ones are spaced out further (see _plotly.Throttle)."""
+        samples may take; slow ones are spaced out further (see _throttle.Throttle)."""
         import ipywidgets as W
 
+        super().__init__()
         if isinstance(trainer_or_runner, BackgroundTrainer):
             self.runner = trainer_or_runner
         else:
@@ -87,19 +101,20 @@ class TrainingDashboard:
         self.buttons["Step"].on_click(self._on_step_clicked)
         self.buttons["Reset"].on_click(lambda _: self.runner.reset(wait=False))
         self.lr.observe(self._on_lr_changed, names="value")
-        self._subscriptions = [(self.trainer, "step", self._on_step), (self.trainer, "eval", self._on_eval),
-                               (self.runner, "state", self._on_state), (self.runner, "error", self._on_error),
-                               (self.runner, "reset", self._on_reset)]
-        for source, event, callback in self._subscriptions:
-            source.on(event, callback)
+        for source, event, callback in [
+                (self.trainer, "step", self._on_step), (self.trainer, "eval", self._on_eval),
+                (self.runner, "state", self._on_state), (self.runner, "error", self._on_error),
+                (self.runner, "reset", self._on_reset)]:
+            self._subscribe(source, event, callback)
         self.refresh()
         self._refresh_sample()
         self._show_state(self.runner.state)
         previous = _LIVE.get(self.trainer)
         if previous is not None:
-            previous.close()
+            previous.detach()        # its output stays on the page, saying why it stopped
             previous.status.value += " &middot; <i>replaced by a newer dashboard</i>"
         _LIVE[self.trainer] = self
+        self._on_detach(_forget, self)
 
     # ----------------------------------------------------------------- the figure
     def _make_figure(self):
@@ -256,16 +271,11 @@ class TrainingDashboard:
         self.runner.configure(lr=float(change["new"]))
 
     # ----------------------------------------------------------------- display
-    def _repr_mimebundle_(self, **kwargs):
-        """The live widget; plus a plain HTML summary for renderers without widgets (nbviewer,
-        GitHub), so a saved notebook never shows an empty cell."""
-        self.figure.sync_state()   # the browser draws the curves as they are now
-        return view_bundle(self.widget, self.static_html(),
-                           f"Training dashboard: {plain_text(self._status_html())}", **kwargs)
+    def figures(self):
+        return [self.figure]
 
-    def static_figure(self):
-        """The curves as a plain plotly Figure (no widget needed to show it)."""
-        return static_copy(self.figure)
+    def summary(self):
+        return f"Training dashboard: {plain_text(self._status_html())}"
 
     def static_html(self):
         """The status line and a small inline SVG of the loss: shows without JavaScript."""
@@ -273,19 +283,14 @@ class TrainingDashboard:
                 f"and its controls need a running Jupyter kernel)<br>{self._status_html()}<br>"
                 f"{_loss_svg(self.trainer.history)}</div>")
 
-    def close(self):
-        """Stop listening to the trainer. Training goes on if it runs: dash.runner.pause()
-        stops it, dash.runner.close() ends its thread."""
-        for source, event, callback in self._subscriptions:
-            try:
-                source.off(event, callback)
-            except ValueError:
-                pass
-        if _LIVE.get(self.trainer) is self:
-            del _LIVE[self.trainer]
-
     def __repr__(self):
         return f"TrainingDashboard({self.runner!r})"
+
+
+def _forget(dashboard):
+    """Drop `dashboard` from _LIVE if it is its trainer's live one."""
+    if _LIVE.get(dashboard.trainer) is dashboard:
+        del _LIVE[dashboard.trainer]
 
 
 def _can_encode(tokenizer, text):

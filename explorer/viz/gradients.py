@@ -14,8 +14,11 @@ Four figures, each updated in place at most every `min_seconds` while training r
   * GELU saturation, layernorm input statistics, and the residual stream and its gradient.
 Hover over anything for a one-sentence explanation.
 """
+from __future__ import annotations
+
 import html
 import threading
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import numpy as np
@@ -24,9 +27,14 @@ from plotly.colors import sample_colorscale
 from plotly.subplots import make_subplots
 
 from ..train.stats import ACT_EDGES, GRAD_EXPONENTS, HIST_TENSORS, GradientRecorder, log2_edges_as_log10
-from ._display import LIVE_HINT, plain_text, view_bundle
 from ._figure import FigureWidget
-from ._plotly import Throttle, static_copy
+from ._throttle import Throttle
+from .view import LIVE_HINT, View, plain_text
+
+if TYPE_CHECKING:
+    from ..model.gpt import GPT
+    from ..train.runner import BackgroundTrainer
+    from ..train.trainer import Trainer
 
 GUIDE = -3.0     # log10 of the usual healthy update-to-data ratio
 HIST_NAMES = {"residual2": "block output (residual stream)", "attn.out": "attention output",
@@ -72,8 +80,14 @@ def _log10(x):
         return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
 
 
-class GradientFlow:
-    def __init__(self, source, every=1, max_steps_kept=256, hist_every=10, min_seconds=0.5):
+class GradientFlow(View):
+    def __init__(self, source: Trainer | BackgroundTrainer | GradientRecorder | GPT, every: int = 1,
+                 max_steps_kept: int = 256, hist_every: int = 10, min_seconds: float = 0.5) -> None:
+        """source: a Trainer (or BackgroundTrainer) to record on each step; a GradientRecorder
+        (shared: closing the view leaves it recording); or a GPT model (call record() after
+        its backward). every, max_steps_kept, hist_every: the recorder's, when the view makes it.
+        min_seconds: the least time between two redraws while training runs."""
+        super().__init__()
         if isinstance(source, GradientRecorder):
             self.recorder, self._owns_recorder = source, False
         else:
@@ -87,9 +101,11 @@ class GradientFlow:
         self._throttle = Throttle(min_steps=1, min_seconds=min_seconds)
         self._lock = threading.RLock()       # the training thread and the UI both draw
         self._build()
-        self.recorder.on("record", self._on_record)
+        self._subscribe(self.recorder, "record", self._on_record)
+        if self._owns_recorder:
+            self._on_detach(self.recorder.close)     # nobody else reads it: stop recording
         if self.trainer is not None:
-            self.trainer.on("run_end", self._on_run_end)
+            self._subscribe(self.trainer, "run_end", self._on_run_end)
         self.refresh()
 
     # ------------------------------------------------------------------ figures
@@ -215,8 +231,7 @@ class GradientFlow:
     def _on_run_end(self, payload):
         self.recorder.catch_up_histograms()      # show the last step's histograms
         self.refresh()
-        for fig in self.figures():
-            fig.sync_state()   # a page reload shows the last state, not the empty figures
+        self.sync_figures()   # a page reload shows the last state, not the empty figures
 
     def refresh(self):
         """Redraw everything from the recorder (in place)."""
@@ -290,28 +305,10 @@ class GradientFlow:
     def figures(self):
         return [self.norms, self.ratio, self.hist, self.health]
 
-    def static_figures(self):
-        """Plain go.Figure copies of the four figures (no widget manager needed)."""
-        return [static_copy(fig) for fig in self.figures()]
+    def summary(self):
+        return plain_text(self.status.value)
 
-    def close(self):
-        """Stop listening (and stop recording, if this view made the recorder). Idempotent."""
-        try:
-            self.recorder.off("record", self._on_record)
-        except ValueError:
-            pass                            # closed already
-        else:
-            if self.trainer is not None:
-                self.trainer.off("run_end", self._on_run_end)
-        if self._owns_recorder:
-            self.recorder.close()
-
-    def _repr_mimebundle_(self, **kwargs):
-        for fig in self.figures():
-            fig.sync_state()   # the browser draws them as they are now
-        return view_bundle(self.widget, self._static_html(), plain_text(self.status.value), **kwargs)
-
-    def _static_html(self):
+    def static_html(self):
         """A table of the latest gradient norm and update ratio per parameter: what a saved
         notebook shows on GitHub or nbviewer, where widgets do not run."""
         steps, data = self.recorder.snapshot()

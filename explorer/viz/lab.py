@@ -6,19 +6,33 @@
 
 Check and Retrain run in a background thread (the notebook stays usable, and Stop can end
 an endless loop in the sandbox or a retrain between steps). The loss figure lays the
-student's run over the lab's reference run (same model, seed and batches).
+student's run over the lab's reference run (same model, seed and batches). Closing the view
+removes it from the page; a check or retrain in progress runs on (lab.stop() ends it).
 """
+from __future__ import annotations
+
 import html
 import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
 from ._figure import FigureWidget
-from ._plotly import Throttle, static_copy, sync_saved_state
+from ._throttle import Throttle
+from .view import View, plain_text
+
+if TYPE_CHECKING:
+    from ..lab.retrain import KernelLab
 
 
-class KernelLabView:
-    def __init__(self, lab, name, kernel=None, min_interval_s=0.25):
+class KernelLabView(View):
+    def __init__(self, lab: KernelLab, name: str, kernel: Callable | None = None,
+                 min_interval_s: float = 0.25) -> None:
+        """lab: the KernelLab that checks and retrains; name: the kernel's registry name
+        (e.g. "layernorm_backward"); kernel: the student's function (or set view.kernel later).
+        min_interval_s: the least time between two redraws of the loss curve."""
+        super().__init__()
         self.lab, self.name, self.kernel = lab, name, kernel
         self.report = None
         self.run = None
@@ -118,7 +132,7 @@ class KernelLabView:
         self._draw_run(self.run)
         self.show_report(self.run.report)
         self.status.value = _run_status(self.run, reference)
-        sync_saved_state(self.loss_figure)
+        self.loss_figure.sync_state()
 
     def _on_step(self, run, _metrics):
         step = len(run.losses)
@@ -146,22 +160,19 @@ class KernelLabView:
                 self.error_figure.layout.title.text = (
                     f"|yours - expected| for {worst.output}, {worst.case} "
                     f"(rows: every index but the last, flattened)")
-        sync_saved_state(self.error_figure)
+        self.error_figure.sync_state()
 
     # ------------------------------------------------------------------ display
-    def _repr_mimebundle_(self, **kwargs):
-        bundle = self.widget._repr_mimebundle_(**kwargs) or {}
-        bundle["text/html"] = self.static_html()
-        bundle["text/plain"] = repr(self)
-        return bundle
+    def figures(self):
+        return [self.loss_figure, self.error_figure]
+
+    def summary(self):
+        return f"Kernel lab: {plain_text(self.status.value)}"
 
     def static_html(self):
         body = self.report._repr_html_() if self.report else "not checked yet"
         return (f"<div><b>Kernel lab: {html.escape(self.name)}</b> (the buttons need a running "
                 f"Jupyter kernel)<br>{body}</div>")
-
-    def static_figure(self):
-        return static_copy(self.loss_figure)
 
     def __repr__(self):
         return f"KernelLabView({self.name!r}, {self.report!r})"

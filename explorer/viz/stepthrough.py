@@ -12,18 +12,25 @@ backward op names the forward op it inverts; "Go to" jumps there.
 The model overwrites its buffers on the next step, so the view shows a *capture*: statistics
 and displayed slices taken at capture time (and full copies for small models, in .ops).
 """
+from __future__ import annotations
+
 import html
 import threading
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ._display import plain_text, view_bundle
 from ._figure import FigureWidget
-from ._plotly import static_copy
+from .view import View, plain_text
+
+if TYPE_CHECKING:
+    from ..model.gpt import GPT
+    from ..train.runner import BackgroundTrainer
+    from ..train.trainer import Trainer
 
 MAX_SIDE = 256          # a heatmap shows at most MAX_SIDE x MAX_SIDE values
 PANELS = (2, 4)         # rows x columns of heatmaps: enough for every op (layernorm_backward: 8)
@@ -163,8 +170,12 @@ def _update_snapshot(index, model, trainer, names, keep, memo):
     return OpSnapshot(index, "update", "update", "adamw_update", None, tensors, note)
 
 
-class StepThrough:
-    def __init__(self, model=None, trainer=None, follow=True):
+class StepThrough(View):
+    def __init__(self, model: GPT | Trainer | BackgroundTrainer | None = None,
+                 trainer: Trainer | None = None, follow: bool = True) -> None:
+        """model: a GPT (its last forward/backward), or a Trainer or BackgroundTrainer (its
+        model, and the update). follow: capture again after each of the trainer's runs."""
+        super().__init__()
         if hasattr(model, "pause") and hasattr(model, "trainer"):
             model = model.trainer                    # a BackgroundTrainer
         if hasattr(model, "model") and hasattr(model, "on"):
@@ -178,7 +189,7 @@ class StepThrough:
         self._lock = threading.RLock()               # run_end captures on the training thread
         self._build()
         if trainer is not None and follow:
-            trainer.on("run_end", self._on_run_end)  # BackgroundTrainer's Step is a run(1)
+            self._subscribe(trainer, "run_end", self._on_run_end)  # a BackgroundTrainer's Step is a run(1)
         self.capture()
 
     # ------------------------------------------------------------------ widgets
@@ -233,7 +244,7 @@ class StepThrough:
 
     def _on_run_end(self, payload):
         self.capture()
-        self.fig.sync_state()
+        self.sync_figures()
 
     @property
     def op_names(self):
@@ -343,21 +354,13 @@ class StepThrough:
         return title + (f"<br>{html.escape(t.slice_label)}" if t.slice_label else "")
 
     # ------------------------------------------------------------------ display
-    def close(self):
-        if self.trainer is not None:
-            try:
-                self.trainer.off("run_end", self._on_run_end)
-            except ValueError:
-                pass                        # closed already
+    def figures(self):
+        return [self.fig]
 
-    def static_figure(self):
-        return static_copy(self.fig)
+    def summary(self):
+        return plain_text(self.header.value)
 
-    def _repr_mimebundle_(self, **kwargs):
-        self.fig.sync_state()   # the browser draws the op shown now
-        return view_bundle(self.widget, self._static_html(), plain_text(self.header.value), **kwargs)
-
-    def _static_html(self):
+    def static_html(self):
         """The op list as a table: what a saved notebook shows where widgets do not run."""
         rows = "".join(f"<tr><td>{op.index}</td><td>{op.phase}</td><td>{html.escape(op.name)}</td>"
                        f"<td>{html.escape(op.kernel)}</td><td>{html.escape(op.inverts or '')}</td></tr>"

@@ -4,13 +4,18 @@
     projector()          # run before making the views; display its result to restyle widgets
 
 Plotly figures made afterwards use a larger font (a plotly template, set as the default);
-the returned HTML widget carries CSS that enlarges widget labels, buttons and text.
+the returned HTML widget carries CSS (projector.css, sized for the scale) that enlarges widget
+labels, buttons and text.
 """
+from pathlib import Path
+
 import ipywidgets as widgets
 import plotly.graph_objects as go
 import plotly.io as pio
 
 TEMPLATE = "explorer_projector"
+# sized by the custom properties --explorer-font-size and --explorer-button-height
+PROJECTOR_CSS = (Path(__file__).parent / "projector.css").read_text(encoding="utf-8")
 
 
 class ProjectorStyle(widgets.HTML):
@@ -28,7 +33,7 @@ class ProjectorStyle(widgets.HTML):
         return bundle
 
 
-def projector(scale=1.5):
+def projector(scale: float = 1.5) -> ProjectorStyle:
     """Make later plotly figures and all widgets `scale` times larger; returns the style widget."""
     if scale <= 0:
         raise ValueError(f"scale must be positive, got {scale}")
@@ -37,14 +42,9 @@ def projector(scale=1.5):
         font=dict(size=base), title=dict(font=dict(size=base * 1.2)),
         hoverlabel=dict(font=dict(size=base))))
     pio.templates.default = f"plotly+{TEMPLATE}"
-    px = round(13 * scale)
-    css = (f"<style>.widget-label, .widget-button, .widget-html-content, .widget-readout, "
-           f".widget-inline-hbox, .widget-text input, .widget-dropdown select "
-           f"{{font-size: {px}px !important; line-height: 1.3;}} "
-           # a view's fixed-width buttons (the dashboard's 88 px) grow to fit the larger label
-           f".widget-button {{height: {round(28 * scale)}px !important; "
-           f"min-width: max-content !important;}} "
-           f".jp-RenderedHTMLCommon, .jp-OutputArea-output pre {{font-size: {px}px;}}</style>")
+    sizes = (f":root {{--explorer-font-size: {round(13 * scale)}px; "
+             f"--explorer-button-height: {round(28 * scale)}px;}}")
+    css = f"<style>{sizes}\n{PROJECTOR_CSS}</style>"
     style = ProjectorStyle(css, layout=widgets.Layout(height="0px"))
     style.scale = scale
     return style

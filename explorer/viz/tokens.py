@@ -7,16 +7,23 @@
 Every piece of text that reaches the browser is escaped (html.escape): a token such as "<s>"
 or "</div>" must show as text, not be read as markup.
 """
+from __future__ import annotations
+
 import codecs
 import html
+from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
 from ..model.generate import next_token_logits
-from ._display import LIVE_HINT, plain_text, view_bundle
 from ._figure import FigureWidget
+from .view import LIVE_HINT, View, plain_text
+
+if TYPE_CHECKING:
+    from ..model.gpt import GPT
+    from ..tokenizers.base import Tokenizer
 
 # neighbouring tokens alternate between these backgrounds so every boundary is visible
 PALETTE = ("#fde2a7", "#b8e0f6", "#c9ecc1", "#f6c6d8")
@@ -75,11 +82,12 @@ def tokens_html(tokenizer, ids, generated_from=None):
             + "".join(spans) + "</div>")
 
 
-class TokenView:
+class TokenView(View):
     """Text coloured by token, for one tokenizer or several side by side (a dict name ->
     tokenizer). Edit the text box to retokenize."""
 
-    def __init__(self, tokenizer, text=""):
+    def __init__(self, tokenizer: Tokenizer | dict[str, Tokenizer], text: str = "") -> None:
+        super().__init__()
         self.tokenizers = dict(tokenizer) if isinstance(tokenizer, dict) else {"": tokenizer}
         if not self.tokenizers:
             raise ValueError("TokenView needs a tokenizer, or a dict of name -> tokenizer; got {}")
@@ -116,13 +124,14 @@ class TokenView:
                    f"({ratio:.2f} characters per token)</small>")
         return tokens_html(tokenizer, ids) + summary
 
-    def _repr_mimebundle_(self, **kwargs):
-        # without a widget manager (GitHub, nbviewer) the coloured text still shows
+    def static_html(self):
+        """The coloured text (no widget manager needed: GitHub, nbviewer)."""
         rows = "".join((f"<strong>{html.escape(name)}</strong>" if name else "") + out.value
                        for name, out in self.outputs.items())
-        static = f"<p><strong>Tokens</strong> (a static copy: {LIVE_HINT})</p>{rows}"
-        return view_bundle(self.widget, static, f"Tokens of {self.text[:60]!r}: {self._counts()}",
-                           **kwargs)
+        return f"<p><strong>Tokens</strong> (a static copy: {LIVE_HINT})</p>{rows}"
+
+    def summary(self):
+        return f"Tokens of {self.text[:60]!r}: {self._counts()}"
 
     def _counts(self):
         """'17 tokens', or 'char: 17 tokens, gpt2: 9 tokens' (or what a tokenizer objected to)."""
@@ -170,14 +179,15 @@ def _start_token(tokenizer):
     return ids[0] if len(ids) == 1 else None
 
 
-class SamplingView:
+class SamplingView(View):
     """The next-token distribution for a prompt, as bars (top `n_bars`), after temperature and
     top-k; "Next token" samples one from exactly those bars, "Generate 50" continues with
     model.generate, "Reset" goes back to the prompt and the seed. Runs through the KV-cache
     path of explorer.model.generate, so model.acts / model.trace (what other views show) are kept."""
 
-    def __init__(self, model, tokenizer, prompt="", seed=0, temperature=1.0, top_k=0,
-                 n_bars=20, burst=50):
+    def __init__(self, model: GPT, tokenizer: Tokenizer, prompt: str = "", seed: int = 0,
+                 temperature: float = 1.0, top_k: int = 0, n_bars: int = 20, burst: int = 50) -> None:
+        super().__init__()
         self.model, self.tokenizer, self.seed = model, tokenizer, seed
         self.n_bars, self.burst = min(n_bars, model.config.vocab_size), burst
         self.prompt_box = widgets.Text(value=prompt, description="prompt",
@@ -284,7 +294,7 @@ class SamplingView:
             self.figure.data[0].update(x=probs[top], y=np.arange(len(top)), text=hover,
                                        textposition="none")
             self.figure.layout.yaxis.update(tickvals=list(range(len(top))), ticktext=labels)
-        self.figure.sync_state()   # a reload or a saved notebook shows these bars
+        self.sync_figures()   # a reload or a saved notebook shows these bars
 
     def _top_tokens(self, n=5):
         """[(escaped label, probability)] of the n most likely next tokens ([] without any)."""
@@ -294,11 +304,15 @@ class SamplingView:
         top = np.argsort(-probs, kind="stable")[:n]
         return list(zip(token_labels(self.tokenizer, top), probs[top]))
 
-    def _repr_mimebundle_(self, **kwargs):
-        top = self._top_tokens()
-        rows = "".join(f"<tr><td><code>{label}</code></td><td>{p:.1%}</td></tr>" for label, p in top)
-        static = (f"<p><strong>Next-token sampling</strong> (a static copy: {LIVE_HINT})</p>"
-                  f"{self.text.value}<table><tr><th>next token</th><th>probability</th></tr>{rows}</table>")
-        likely = ", ".join(f"{plain_text(label)!r} {p:.1%}" for label, p in top) or "no prompt"
-        return view_bundle(self.widget, static, f"Next-token sampling after "
-                           f"{plain_text(self.text.value)!r}: most likely next {likely}", **kwargs)
+    def figures(self):
+        return [self.figure]
+
+    def static_html(self):
+        rows = "".join(f"<tr><td><code>{label}</code></td><td>{p:.1%}</td></tr>"
+                       for label, p in self._top_tokens())
+        return (f"<p><strong>Next-token sampling</strong> (a static copy: {LIVE_HINT})</p>"
+                f"{self.text.value}<table><tr><th>next token</th><th>probability</th></tr>{rows}</table>")
+
+    def summary(self):
+        likely = ", ".join(f"{plain_text(label)!r} {p:.1%}" for label, p in self._top_tokens()) or "no prompt"
+        return f"Next-token sampling after {plain_text(self.text.value)!r}: most likely next {likely}"
