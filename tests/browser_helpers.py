@@ -389,3 +389,41 @@ def blank_figures(figures):
     return [f"figure {i} ({f['title'] or 'untitled'}: {f['traces']} traces given to plotly, "
             f"drawn {f['timesDrawn']} times, {f['top']} px from the top of the window)"
             for i, f in enumerate(figures) if f["shown"] and not f["drawn"]]
+
+
+# What a saved page shows, read in the page: per output area, whether it holds a live widget
+# (nbconvert's .jupyter-widgets div: blank unless its manager loads from the network) and the
+# static renderings in it (tables, images, SVG) that a person can see (laid out, not empty).
+OUTPUTS_SHOWN_JS = """() => {
+  const visible = (e) => { const r = e.getBoundingClientRect(); return r.width > 4 && r.height > 4; };
+  const areas = [...document.querySelectorAll(".jp-OutputArea-output, .output_subarea")];
+  return areas.map((area) => ({
+    widget: area.matches(".jupyter-widgets") || !!area.querySelector(".jupyter-widgets"),
+    widgetDrawn: !!area.querySelector(".widget-box, .jp-RenderedPlotly, .js-plotly-plot, .widget-html"),
+    tables: [...area.querySelectorAll("table")].filter((t) => visible(t) && t.rows.length > 1).length,
+    images: [...area.querySelectorAll("img")].filter((i) => visible(i) && i.naturalWidth > 0).length,
+    svgs: [...area.querySelectorAll("svg")].filter((s) => visible(s) && s.childElementCount > 0).length,
+    text: area.innerText.trim(),
+  }));
+}"""
+
+
+def read_offline(playwright, html_path, profile_dir):
+    """Open a saved HTML page (a file) in Chromium with the network off: every request that is
+    not for a file is aborted (recorded). Returns (OUTPUTS_SHOWN_JS's list, aborted URLs)."""
+    aborted = []
+    context = launch_chromium(playwright, profile_dir)
+    try:
+        def route(request_route):
+            if request_route.request.url.startswith("file:"):
+                request_route.continue_()
+            else:
+                aborted.append(request_route.request.url)
+                request_route.abort()
+        context.route("**/*", route)
+        page = context.new_page()
+        page.goto(Path(html_path).resolve().as_uri(), wait_until="load")
+        page.wait_for_timeout(500)        # what scripts the page runs on load, run
+        return page.evaluate(OUTPUTS_SHOWN_JS), aborted
+    finally:
+        context.close()

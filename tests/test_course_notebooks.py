@@ -164,10 +164,15 @@ def test_explorer_lab_from_a_wheel_serves_the_notebooks(tmp_path, wheel):
         assert [c["source"] for c in served["content"]["cells"]] == ["".join(c["source"]) for c in shipped]
         status, page = _get(f"http://127.0.0.1:{port}/lab", token)
         assert status == 200 and b"JupyterLab" in page
-        # the copy is the wheel's: explorer in the fresh venv, not this checkout
-        where = subprocess.run([str(python), "-c", "import explorer; print(explorer.__file__)"],
-                               env=env, cwd=tmp_path, capture_output=True, text=True, check=True).stdout
-        assert where.startswith(site), where
+        # the copy is the wheel's: explorer in the fresh venv, not this checkout, and every
+        # subpackage imports from it
+        packages = sorted(".".join(p.parent.relative_to(REPO).parts)
+                          for p in (REPO / "explorer").rglob("__init__.py"))
+        where = subprocess.run([str(python), "-c", f"import importlib; [importlib.import_module(p) for p in "
+                                f"{packages!r}]; import explorer; print(explorer.__file__)"],
+                               env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert where.returncode == 0, where.stderr[-3000:]
+        assert where.stdout.startswith(site), where.stdout
     finally:
         server.send_signal(signal.SIGTERM)
         try:

@@ -69,6 +69,7 @@ def test_every_course_notebook_is_an_assignment_named_by_its_stem(exported):
     config = _config((exported / "nbgrader_config.py").read_text())
     assert config["ClearSolutions.code_stub"] == {"python": ""}
     assert config["Execute.timeout"] >= 120      # cells that train take over a minute
+    assert config["Execute.store_widget_state"] is False   # graded notebooks stay small
 
 
 class _Config:

@@ -232,3 +232,26 @@ def test_the_release_is_what_class_hands_out(course):
             else:
                 assert released.source.rstrip() == mine.source.rstrip(), (assignment, mine.source[:60])
 
+
+
+def test_graded_notebooks_are_small_and_their_feedback_shows_static_views_offline(course, tmp_path):
+    """Graded without widget state (nbgrader_config.py), a submission stays small, and its
+    feedback page, opened in Chromium with the network off, shows each view's static copy (the
+    attention map's table, the kernel lab's report) where live widgets would stay blank."""
+    from browser_helpers import read_offline
+    sync_api = pytest.importorskip("playwright.sync_api")
+    root, _, _, students = course
+    for assignment, names in students.items():
+        for student in names:
+            graded = root / "autograded" / student / assignment / f"{assignment}.ipynb"
+            assert "widgets" not in json.loads(graded.read_text())["metadata"], graded
+            assert graded.stat().st_size < 1_000_000, f"{graded}: {graded.stat().st_size:,} bytes"
+    with sync_api.sync_playwright() as p:
+        for assignment, views in [("02_attention", 2), ("06_interpretability", 1)]:
+            page = root / "feedback" / "solved" / assignment / f"{assignment}.html"
+            shown, aborted = read_offline(p, page, tmp_path / assignment)
+            live = [s["text"][:200] for s in shown if s["widget"]]
+            assert not live, f"{assignment}: outputs left to live widgets (blank offline): {live}"
+            static = [s for s in shown if s["tables"] + s["images"] + s["svgs"]]
+            assert len(static) >= views, (assignment, [s["text"][:200] for s in shown], aborted)
+            assert any(s["tables"] and s["text"].startswith("Attention, layer") for s in static), assignment

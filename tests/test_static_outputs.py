@@ -76,3 +76,45 @@ def test_saved_widget_state_draws_every_view(saved_tour):
     empty = [f"{model_id} ({((s.get('_widget_layout') or {}).get('title') or {}).get('text', 'untitled')})"
              for model_id, s in figures.items() if not s["_widget_data"]]
     assert not empty, f"plotly figures saved without any trace (they would show empty axes): {empty}"
+
+
+# --------------------------------------------------------------------- headless, then HTML
+# Run headless without widget state (`jupyter nbconvert --execute --to html
+# --ExecutePreprocessor.store_widget_state=False`, and what nbgrader's autograde does with the
+# course's nbgrader_config.py), a notebook stays small, and its HTML export shows each view's
+# static copy: with no state for a widget, nbconvert renders the output's next richest type.
+STATIC_ELEMENT = re.compile(r"<(table|svg|img)\b", re.IGNORECASE)
+
+
+@pytest.fixture(scope="module")
+def headless_tour(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("headless-tour")
+    nb = nbformat.read(TOUR, as_version=4)
+    execute_notebook(nb, TOUR.name, folder, time_limit_s(TOUR), widget_state=False)
+    nbformat.write(nb, folder / TOUR.name)      # as the executed notebook is saved
+    return folder / TOUR.name
+
+
+def test_headless_tour_is_small_and_its_html_shows_the_static_copies_offline(headless_tour, tmp_path):
+    from browser_helpers import read_offline
+    from nbconvert import HTMLExporter
+    sync_api = pytest.importorskip("playwright.sync_api")
+    nb = nbformat.read(headless_tour, as_version=4)
+    assert "widgets" not in nb.metadata
+    assert headless_tour.stat().st_size < 1_000_000, f"{headless_tour.stat().st_size:,} bytes"
+    outputs = list(_widget_outputs(nb))
+    assert len(outputs) >= TOUR_VIEWS
+    page, _ = HTMLExporter().from_notebook_node(nb)
+    saved = tmp_path / "tour.html"
+    saved.write_text(page, encoding="utf-8")
+    with sync_api.sync_playwright() as p:
+        shown, aborted = read_offline(p, saved, tmp_path / "chromium")
+    live = [s["text"] for s in shown if s["widget"]]
+    assert not live, f"outputs left to live widgets (blank offline): {live}"
+    drawn = sum(s["tables"] + s["images"] + s["svgs"] for s in shown)
+    expected = sum(bool(STATIC_ELEMENT.search(data["text/html"])) for _, data in outputs)
+    assert expected >= 4 and drawn >= expected, (drawn, expected, aborted)
+    page_text = "".join("".join(s["text"].split()) for s in shown)      # spacing aside
+    for where, data in outputs:
+        first_words = "".join(_visible_text(data["text/html"]).split()[:6])
+        assert first_words in page_text, f"{where}: {first_words!r} not shown"

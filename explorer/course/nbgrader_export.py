@@ -73,6 +73,12 @@ c.ClearSolutions.code_stub = {{"python": ""}}
 
 # Some cells train a model (up to 1-1.5 min on 2 cores); nbgrader's default is 30 s a cell.
 c.Execute.timeout = {CELL_TIMEOUT_S}
+
+# No widget state in graded notebooks: grading has no browser, and the state nbclient would
+# store (every widget's synced traits, ~5 MB of it plotly's widget code) makes each graded
+# notebook megabytes large and its feedback page draw live widgets, blank without network.
+# Without it, the feedback shows each view's static copy (its text/html).
+c.Execute.store_widget_state = False
 '''
 
 
