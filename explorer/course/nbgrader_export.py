@@ -3,8 +3,10 @@
     explorer course nbgrader grading/                           # every course notebook
     explorer course nbgrader grading/ --assignments 01_tokens,05_kernel_lab
 
-writes grading/nbgrader_config.py and grading/source/<stem>/<stem>.ipynb, made from the
-files the class uses and nothing else: notebooks/<stem>.ipynb (the stubs and the checks) and
+writes grading/nbgrader_config.py and grading/source/<stem>/<stem>.ipynb for every course
+notebook, i.e. every notebook with exercise cells (found, not listed: a new lesson with
+exercises joins by itself; the tour and 09_data_parallel have none), made from the files the
+class uses and nothing else: notebooks/<stem>.ipynb (the stubs and the checks) and
 notebooks/solutions/<stem>.py (the solutions). In each notebook:
 
   * an exercise cell (tagged `exercise:<id>`) becomes a solution cell: the stub as handed out,
