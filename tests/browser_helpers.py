@@ -422,8 +422,8 @@ def read_offline(playwright, html_path, profile_dir):
                 request_route.abort()
         context.route("**/*", route)
         page = context.new_page()
-        page.goto(Path(html_path).resolve().as_uri(), wait_until="load")
-        page.wait_for_timeout(500)        # what scripts the page runs on load, run
+        # the page's scripts run, and their requests are answered (aborted), before it is read
+        page.goto(Path(html_path).resolve().as_uri(), wait_until="networkidle")
         return page.evaluate(OUTPUTS_SHOWN_JS), aborted
     finally:
         context.close()
