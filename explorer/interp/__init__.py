@@ -7,6 +7,7 @@
     run_with_hooks, hooks, hook_points   the model's own forward, reading or replacing activations by name
     logit_attribution, logit_direction   direct logit attribution per component and per head
     patch_residual, patch_heads          activation patching, clean -> corrupted, logit difference
+    (patch_activations: any hook point)
     AttentionProbe, SnapshotHistory      attention maps of a probe prompt while a model trains
 
 Imports only explorer.model (and explorer.kernels' NumPy references). The course checks
@@ -17,11 +18,12 @@ from .cache import ActivationCache, cache_activations
 from .hooks import hook_points, hooks, replace_with, resid_pre_name, run_with_hooks
 from .induction import head_induction_scores, induction_scores, repeated_tokens
 from .lens import logit_lens, residual_stream_names
-from .patching import PatchingResult, logit_difference, patch_heads, patch_residual
+from .patching import PatchingResult, logit_difference, patch_activations, patch_heads, patch_residual
 from .snapshots import AttentionProbe, SnapshotHistory
 
 __all__ = ["ActivationCache", "cache_activations", "logit_lens", "residual_stream_names",
            "induction_scores", "repeated_tokens", "head_induction_scores", "AttentionProbe",
            "SnapshotHistory", "hook_points", "hooks", "replace_with", "resid_pre_name",
            "run_with_hooks", "LogitAttribution", "logit_attribution", "logit_direction",
-           "PatchingResult", "logit_difference", "patch_heads", "patch_residual"]
+           "PatchingResult", "logit_difference", "patch_activations", "patch_heads",
+           "patch_residual"]

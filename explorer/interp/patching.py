@@ -61,9 +61,12 @@ def _prompts(clean, corrupted):
     return clean, corrupted
 
 
-def _patch_each(model, clean, corrupted, answer, other, patches):
-    """PatchingResult of the corrupted prompt run once per (name, where) in `patches`, with
-    activation[where] replaced by the clean run's; patches: {index in the result: (name, where)}."""
+def patch_activations(model: GPT, clean, corrupted, answer, other,
+                      patches: dict[tuple[int, ...], tuple[str, tuple]]) -> PatchingResult:
+    """The corrupted prompt run once per entry of `patches`, {index in result.patched: (hook
+    name, where)}, with activation[where] replaced by the clean run's: the general form of
+    patch_residual and patch_heads (e.g. {(l,): (f"blocks.{l}.mlp.proj", (...,))} patches
+    each MLP's output everywhere)."""
     clean, corrupted = _prompts(clean, corrupted)
     names = sorted({name for name, _ in patches.values()})
     cache = cache_activations(model, clean, names=names + ["logits"])
@@ -83,7 +86,7 @@ def patch_residual(model: GPT, clean, corrupted, answer, other) -> PatchingResul
     T = np.atleast_2d(np.asarray(clean)).shape[1]
     patches = {(l, t): (resid_pre_name(l, model), (slice(None), t))
                for l in range(model.config.n_layer) for t in range(T)}
-    return _patch_each(model, clean, corrupted, answer, other, patches)
+    return patch_activations(model, clean, corrupted, answer, other, patches)
 
 
 def patch_heads(model: GPT, clean, corrupted, answer, other) -> PatchingResult:
@@ -93,4 +96,4 @@ def patch_heads(model: GPT, clean, corrupted, answer, other) -> PatchingResult:
     hs = c.n_embd // c.n_head
     patches = {(l, h): (f"blocks.{l}.attn.out", (..., slice(h * hs, (h + 1) * hs)))
                for l in range(c.n_layer) for h in range(c.n_head)}
-    return _patch_each(model, clean, corrupted, answer, other, patches)
+    return patch_activations(model, clean, corrupted, answer, other, patches)
