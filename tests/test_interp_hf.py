@@ -19,7 +19,9 @@ from explorer.interp import (
     logit_direction,
     patch_heads,
     patch_residual,
+    patching,
     repeated_tokens,
+    replace_with,
     run_with_hooks,
 )
 from explorer.io.hf import hf_config, to_hf_state_dict
@@ -99,7 +101,7 @@ def test_ablating_a_head_is_what_transformers_computes_without_it(models):
     as zeroing that slice of c_proj's input in transformers; a strided slice is not."""
     model, hf = models
     idx = np.random.default_rng(1).integers(0, CONFIG.vocab_size, (2, 10))
-    ours = run_with_hooks(model, idx, {"blocks.1.attn.out": lambda z: z[..., 2 * HS:3 * HS].fill(0.0)})
+    ours = run_with_hooks(model, idx, {"blocks.1.attn.out": replace_with(0.0, (..., slice(2 * HS, 3 * HS)))})
 
     def ablated(columns):
         def pre(module, args):
@@ -276,3 +278,14 @@ def test_patching_refuses_prompts_of_different_lengths(models):
     model, _ = models
     with pytest.raises(ValueError, match=r"same shape.*\(1, 4\) and \(1, 5\)"):
         patch_residual(model, [1, 2, 3, 4], [1, 2, 3, 4, 5], 1, 2)
+
+
+@pytest.mark.parametrize("per_forward", [1, 3])
+def test_patches_in_smaller_batches_give_the_same_numbers(models, monkeypatch, per_forward):
+    """Patches go through the model in batches of at most MAX_LOGITS_PER_FORWARD logits: one
+    patch per forward, or 3 (the 4 heads of a layer then take a batch of 3 and one of 1)."""
+    model, _ = models
+    clean, corrupted, answer, other = prompts()
+    batched = patch_heads(model, clean, corrupted, answer, other).patched
+    monkeypatch.setattr(patching, "MAX_LOGITS_PER_FORWARD", per_forward * clean.size * CONFIG.vocab_size)
+    np.testing.assert_allclose(patch_heads(model, clean, corrupted, answer, other).patched, batched, **TOL)

@@ -9,7 +9,7 @@ answer from a corrupted one's?
     patch_heads(model, clean, corrupted, mary, john).patched      # (n_layer, NH): one head's output
 
 The metric is the logit difference logit(answer) - logit(other) at the last position (the mean
-over the batch when the prompts are (B, T)). Each patched value is one forward of the corrupted
+over the batch when the prompts are (B, T)). Each patched value is a run of the corrupted
 prompt in which one activation (one position of the residual stream, or one head's output z
 before attn.proj) is replaced by its value in the clean run (TransformerLens's "denoising"
 direction). The forward is the model's own, with a hook (hooks.py).
@@ -22,7 +22,7 @@ import numpy as np
 
 from ..model.gpt import GPT
 from .cache import cache_activations
-from .hooks import replace_with, resid_pre_name, run_with_hooks
+from .hooks import hooks, resid_pre_name, run_with_hooks
 
 
 def logit_difference(logits: np.ndarray, answer, other, position: int = -1) -> float:
@@ -61,21 +61,39 @@ def _prompts(clean, corrupted):
     return clean, corrupted
 
 
+#: at most this many logits (rows x T x V, float32) per forward of batched patches: 256 MB
+MAX_LOGITS_PER_FORWARD = 2**26
+
+
 def patch_activations(model: GPT, clean, corrupted, answer, other,
                       patches: dict[tuple[int, ...], tuple[str, tuple]]) -> PatchingResult:
     """The corrupted prompt run once per entry of `patches`, {index in result.patched: (hook
     name, where)}, with activation[where] replaced by the clean run's: the general form of
     patch_residual and patch_heads (e.g. {(l,): (f"blocks.{l}.mlp.proj", (...,))} patches
-    each MLP's output everywhere)."""
+    each MLP's output everywhere).
+
+    The runs of one hook name go through the model together, as one batch whose block k of B
+    rows is the corrupted prompt with patch k: one forward instead of many (weights read once),
+    the same numbers up to float32 rounding (each row of a batch is computed on its own)."""
     clean, corrupted = _prompts(clean, corrupted)
+    B, T = clean.shape
     names = sorted({name for name, _ in patches.values()})
     cache = cache_activations(model, clean, names=names + ["logits"])
     corrupted_logits = run_with_hooks(model, corrupted, {})
-    shape = tuple(np.max(list(patches), axis=0) + 1)
-    patched = np.zeros(shape)
-    for index, (name, where) in patches.items():
-        logits = run_with_hooks(model, corrupted, {name: replace_with(cache[name][where], where)})
-        patched[index] = logit_difference(logits, answer, other)
+    patched = np.zeros(tuple(np.max(list(patches), axis=0) + 1))
+    per_forward = max(1, MAX_LOGITS_PER_FORWARD // (B * T * model.config.vocab_size))
+    for name in names:
+        group = [(index, where) for index, (n, where) in patches.items() if n == name]
+        for start in range(0, len(group), per_forward):
+            chunk = group[start:start + per_forward]
+
+            def patch(x, chunk=chunk, clean_value=cache[name]):
+                for k, (_, where) in enumerate(chunk):
+                    x[k * B:(k + 1) * B][where] = clean_value[where]
+            with hooks(model, {name: patch}):
+                logits, _ = model.forward(np.tile(corrupted, (len(chunk), 1)))
+                for k, (index, _) in enumerate(chunk):
+                    patched[index] = logit_difference(logits[k * B:(k + 1) * B, -1:], answer, other)
     return PatchingResult(patched, logit_difference(cache["logits"], answer, other),
                           logit_difference(corrupted_logits, answer, other))
 
