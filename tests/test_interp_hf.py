@@ -1,5 +1,5 @@
-"""explorer.interp's analyses (hooks, direct logit attribution, activation patching, induction
-scores of every head) against the same quantities computed from transformers' GPT2LMHeadModel
+"""explorer.interp's analyses (activation cache, logit lens, hooks, direct logit attribution,
+activation patching, induction scores of every head) against the same quantities computed from transformers' GPT2LMHeadModel
 with the same weights, through its own outputs (output_attentions, output_hidden_states) and
 forward hooks on transformer.h[l].attn / attn.c_proj / mlp / ln_f. Tolerance 1e-4.
 
@@ -12,16 +12,19 @@ from helpers import randomize_params
 
 from explorer import GPT, GPTConfig
 from explorer.interp import (
+    cache_activations,
     head_induction_scores,
     hook_points,
     hooks,
     logit_attribution,
     logit_direction,
+    logit_lens,
     patch_heads,
     patch_residual,
     patching,
     repeated_tokens,
     replace_with,
+    resid_pre_name,
     run_with_hooks,
 )
 from explorer.io.hf import hf_config, to_hf_state_dict
@@ -114,6 +117,22 @@ def test_ablating_a_head_is_what_transformers_computes_without_it(models):
         handle.remove()
         return logits
     close(ours, ablated(slice(2 * HS, 3 * HS)), wrong=ablated(slice(2, C, NH)))
+
+
+# ----------------------------------------------------------------------- cache and logit lens
+def test_cache_and_logit_lens_match_transformers_hidden_states(models):
+    """hidden_states[l] is the stream entering block l (the last one comes out of ln_f); the
+    lens there is ln_f then the LM head, as transformers would read it."""
+    model, hf = models
+    idx = np.random.default_rng(6).integers(0, CONFIG.vocab_size, (2, 7))
+    cache = cache_activations(model, idx)
+    with torch.no_grad():
+        hidden = hf(tensor(idx), output_hidden_states=True).hidden_states
+        lens = [hf.lm_head(hf.transformer.ln_f(h)).numpy() for h in hidden[:L]]
+    for l in range(L):
+        close(cache[resid_pre_name(l, model)], hidden[l].numpy())
+        close(logit_lens(model, resid_pre_name(l, model), cache), lens[l],
+              wrong=logit_lens(model, resid_pre_name(l, model), cache, layernorm=False))
 
 
 # ----------------------------------------------------------------------- induction scores
