@@ -1,7 +1,8 @@
 """explorer.interp's analyses (activation cache, logit lens, hooks, direct logit attribution,
-activation patching, induction scores of every head) against the same quantities computed from transformers' GPT2LMHeadModel
-with the same weights, through its own outputs (output_attentions, output_hidden_states) and
-forward hooks on transformer.h[l].attn / attn.c_proj / mlp / ln_f. Tolerance 1e-4.
+activation patching, induction scores of every head) against the same quantities computed from
+transformers' GPT2LMHeadModel with the same weights, through its own outputs (output_attentions,
+output_hidden_states) and forward hooks on transformer.h[l].attn / attn.c_proj / mlp / ln_f.
+Tolerance 1e-4.
 
 Each comparison also computes a plausible wrong version on the transformers side (a head
 layout, a layernorm convention, a target position) and checks that it is far outside the
