@@ -3,7 +3,10 @@ environment their kernels run in, and where tests leave files for people to look
 import json
 import os
 import sys
+import tempfile
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -19,7 +22,11 @@ TIME_LIMITS_S = {
     "01_tokens.ipynb": 180,
     "06_interpretability.ipynb": 180,
     "07_sampling.ipynb": 180,
+    "08_open_weights.ipynb": 180,
 }
+# Notebooks that open a model from the hub: in the tests, a local mirror (hub_mirror.py) serves
+# them a small random GPT-2 under this name, which EXPLORER_MODEL gives the notebook.
+HUB_NOTEBOOKS = {"08_open_weights.ipynb": "org/tiny-random-gpt2"}
 DEFAULT_TIME_LIMIT_S = 300
 
 
@@ -32,17 +39,48 @@ def time_limit_s(notebook: Path) -> int:
     return TIME_LIMITS_S.get(notebook.name, DEFAULT_TIME_LIMIT_S)
 
 
-def kernel_env(base=None):
+def kernel_env(base=None, extra=None):
     """Environment for a notebook's kernel: offline tokenizer files and corpora from
     ../shared/data, and this checkout of `explorer` first on the path (whatever else is
-    installed)."""
+    installed); with `extra` (notebook_env's), the shell's HF_* variables replaced by it."""
     env = dict(os.environ if base is None else base)
+    if extra:
+        env = {k: v for k, v in env.items() if not k.startswith(("HF_", "HUGGING"))} | extra
     shared_data = (REPO.parent / "shared" / "data").resolve()
     env["TIKTOKEN_CACHE_DIR"] = str(shared_data / "tiktoken_cache")
     env.setdefault("EXPLORER_DATA_DIR", str(shared_data))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
+
+
+def tiny_gpt2_files():
+    """{file name: bytes} of a random GPT-2 with GPT-2's vocabulary (so its tokenizer applies)
+    but 2 layers of 16 channels, as a hub repository holds it (config.json, model.safetensors)."""
+    from explorer import GPT, GPTConfig
+    from explorer.io.hf import save_hf
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")       # save_hf of an untrained model: no checksum note
+        save_hf(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, vocab_size=50257, block_size=128)), folder)
+        return {name: (Path(folder) / name).read_bytes() for name in os.listdir(folder)}
+
+
+@contextmanager
+def notebook_env(notebook, tmp_path):
+    """Extra environment for a notebook's kernel (a dict): for a notebook in HUB_NOTEBOOKS, a
+    hub mirror serving tiny_gpt2_files() for as long as the block runs, and HF_ENDPOINT, HF_HOME
+    (empty, in tmp_path) and EXPLORER_MODEL pointing at it; for the others, nothing."""
+    repo = HUB_NOTEBOOKS.get(Path(notebook).name)
+    if repo is None:
+        yield {}
+        return
+    from hub_mirror import HubMirror
+    mirror = HubMirror()
+    try:
+        mirror.add_repo(repo, tiny_gpt2_files())
+        yield {"EXPLORER_MODEL": repo, "HF_ENDPOINT": mirror.url, "HF_HOME": str(tmp_path / "hf")}
+    finally:
+        mirror.close()
 
 
 def artifacts_dir(kind: str) -> Path:
@@ -81,12 +119,13 @@ def kernel_manager(tmp_path):
     return AsyncKernelManager(kernel_name=name, kernel_spec_manager=specs)
 
 
-def execute_notebook(nb, saved_name, tmp_path, limit, widget_state=False):
+def execute_notebook(nb, saved_name, tmp_path, limit, widget_state=False, extra_env=None):
     """Run `nb` (an nbformat node, filled with outputs in place) top to bottom in a fresh
     kernel started in notebooks/, and save the executed copy as `saved_name` in the
     artifacts folder. Returns the seconds it took; an error, or a cell running longer than
     `limit`, fails the calling test. widget_state: keep the widgets' state in `nb` (as
-    JupyterLab saves it); that copy weighs ~5 MB a plotly figure, so it is saved in tmp_path."""
+    JupyterLab saves it); that copy weighs ~5 MB a plotly figure, so it is saved in tmp_path.
+    extra_env: more environment for the kernel (notebook_env's)."""
     import nbclient
     import nbformat
     import pytest
@@ -95,7 +134,7 @@ def execute_notebook(nb, saved_name, tmp_path, limit, widget_state=False):
         resources={"metadata": {"path": str(NOTEBOOK_DIR)}}, store_widget_state=widget_state)
     started = time.perf_counter()
     try:
-        client.execute(env=kernel_env())
+        client.execute(env=kernel_env(extra=extra_env))
     except nbclient.exceptions.CellExecutionError as error:
         pytest.fail(f"{saved_name} stopped with an error:\n{error}")
     except nbclient.exceptions.CellTimeoutError:

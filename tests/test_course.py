@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from notebook_helpers import NOTEBOOK_DIR, error_outputs, execute_notebook, notebooks, time_limit_s
+from notebook_helpers import NOTEBOOK_DIR, error_outputs, execute_notebook, notebook_env, notebooks, time_limit_s
 
 from explorer import course
 from explorer.course import handout, registry
@@ -48,7 +48,8 @@ def fresh_registry(monkeypatch):
 # --------------------------------------------------------------------- solutions and stubs
 def test_there_are_course_notebooks_with_exercises():
     names = [nb.name for nb in COURSE]
-    assert {"01_tokens.ipynb", "06_interpretability.ipynb", "07_sampling.ipynb"} <= set(names), names
+    assert {"01_tokens.ipynb", "06_interpretability.ipynb", "07_sampling.ipynb",
+            "08_open_weights.ipynb"} <= set(names), names
 
 
 def test_every_exercise_has_one_cell_and_one_solution():
@@ -184,6 +185,23 @@ def _sample_returns_array(logits, temperature, top_k, rng):
     return np.array([int(np.argmax(logits))])
 
 
+def _patch_after_block(model, clean, corrupted, answer, other):
+    from explorer import interp
+    L, T = model.config.n_layer, clean.shape[1]
+    post = {(l, t): (f"blocks.{l}.residual2", (slice(None), t)) for l in range(L) for t in range(T)}
+    return interp.patch_activations(model, clean, corrupted, answer, other, post).patched
+
+
+def _patch_the_other_way(model, clean, corrupted, answer, other):
+    from explorer import interp
+    return interp.patch_residual(model, corrupted, clean, answer, other).patched
+
+
+def _patch_normalised(model, clean, corrupted, answer, other):
+    from explorer import interp
+    return interp.patch_residual(model, clean, corrupted, answer, other).normalised
+
+
 WRONG = [
     ("tokens.count_pairs", _counts_once, "(1, 2) occurs 2 times; your dict says 1"),
     ("tokens.count_pairs", lambda ids: None, "did you forget a `return`"),
@@ -213,6 +231,11 @@ WRONG = [
     ("sampling.sample", _sample_greedy, "that is greedy decoding"),
     ("sampling.sample", _sample_global_random, "draw with the rng you are given"),
     ("sampling.sample", _sample_returns_array, "return one token id"),
+    ("open_weights.patch_residual", _patch_after_block, "you patched the stream *after* block l"),
+    ("open_weights.patch_residual", _patch_the_other_way, "run the corrupted prompt and patch in"),
+    ("open_weights.patch_residual", _patch_normalised, "you returned the normalised score"),
+    ("open_weights.patch_residual", lambda *args: np.zeros((2, 5)),
+     "returned an array of shape (2, 5); expected shape (2, 6)"),
 ]
 
 
@@ -371,7 +394,8 @@ def test_notebook_with_solutions_passes_every_check(notebook, tmp_path):
     ids = list(handout.exercise_cells(nb))
     nb.cells.append(nbformat.v4.new_code_cell(FINAL_CHECK.format(ids=ids)))
     limit = time_limit_s(notebook)
-    elapsed = execute_notebook(nb, f"{notebook.stem}.solved.ipynb", tmp_path, limit)
+    with notebook_env(notebook, tmp_path) as env:
+        elapsed = execute_notebook(nb, f"{notebook.stem}.solved.ipynb", tmp_path, limit, extra_env=env)
     assert not error_outputs(nb), "\n".join(error_outputs(nb))
     assert elapsed < limit, (f"{notebook.name} with solutions took {elapsed:.0f} s; its stated "
                              f"limit is {limit} s (notebook_helpers.TIME_LIMITS_S)")

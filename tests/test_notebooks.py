@@ -2,12 +2,14 @@
 the time stated for it in notebook_helpers.TIME_LIMITS_S.
 
 The kernel is ipykernel in this test's own Python, started in notebooks/ (so relative paths
-behave as they do for a student) with the offline tokenizer cache from ../shared/data.
+behave as they do for a student) with the offline tokenizer cache from ../shared/data. A
+notebook that opens GPT-2 from the hub gets a small random one from a local mirror instead
+(notebook_helpers.notebook_env).
 The executed copy of each notebook is saved under the test artifacts folder for inspection;
 the notebooks in the repository are never modified.
 """
 import pytest
-from notebook_helpers import NOTEBOOK_DIR, error_outputs, execute_notebook, notebooks, time_limit_s
+from notebook_helpers import NOTEBOOK_DIR, error_outputs, execute_notebook, notebook_env, notebooks, time_limit_s
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
@@ -23,7 +25,8 @@ def test_notebook_runs_top_to_bottom(notebook, tmp_path):
     nb = nbformat.read(notebook, as_version=4)
     limit = time_limit_s(notebook)
     # One cell may take the whole budget; the total is checked after the run.
-    elapsed = execute_notebook(nb, notebook.name, tmp_path, limit)
+    with notebook_env(notebook, tmp_path) as env:     # a hub mirror for the notebooks that need one
+        elapsed = execute_notebook(nb, notebook.name, tmp_path, limit, extra_env=env)
     assert not error_outputs(nb), "\n".join(error_outputs(nb))
     assert elapsed < limit, (f"{notebook.name} took {elapsed:.0f} s top to bottom; its stated "
                              f"limit is {limit} s (notebook_helpers.TIME_LIMITS_S)")

@@ -18,7 +18,7 @@ The reference solutions are not in the package: they are in notebooks/solutions/
 per notebook (see handout.py for how they are put into a notebook).
 """
 # each module registers its notebook's exercises; imported in course order
-from . import interpretability, kernel_exercises, sampling, tokens  # noqa: E402,F401,I001
+from . import interpretability, kernel_exercises, open_weights, sampling, tokens  # noqa: E402,F401,I001
 from .feedback import Mismatch
 from .registry import (
                        CheckResult,

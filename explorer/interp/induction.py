@@ -4,6 +4,7 @@ of the current token ("... A B ... A -> look at B", the pattern that copies B).
     tokens = repeated_tokens(rng, batch=8, length=20, vocab_size=V)   # a run, then the run again
     cache = cache_activations(model, tokens)
     scores = [induction_scores(att, tokens) for att in cache.layers("attn.att")]   # (NH,) each
+    scores = head_induction_scores(model, tokens)                 # the same, (n_layer, NH), one call
 
 A perfect induction head scores 1; a head spreading its attention evenly over the t + 1
 positions it may see scores about the mean of 1 / (t + 1) over the repeated positions.
@@ -11,6 +12,9 @@ positions it may see scores about the mean of 1 / (t + 1) over the repeated posi
 from __future__ import annotations
 
 import numpy as np
+
+from ..model.gpt import GPT
+from .cache import cache_activations
 
 
 def induction_scores(att: np.ndarray, tokens: np.ndarray, *, target_offset: int = 1,
@@ -54,3 +58,12 @@ def repeated_tokens(rng: np.random.Generator, batch: int, length: int, vocab_siz
                          f"vocab_size={vocab_size}")
     runs = np.stack([rng.choice(vocab_size, size=length, replace=False) for _ in range(batch)])
     return np.concatenate([runs, runs], axis=1).astype(np.int64)
+
+
+def head_induction_scores(model: GPT, tokens: np.ndarray) -> np.ndarray:
+    """(n_layer, NH): the induction score of every head of `model` on tokens (B, T), e.g.
+    repeated_tokens(...). One forward; the attention of one layer at a time is scored."""
+    tokens = np.atleast_2d(np.asarray(tokens))
+    names = [f"blocks.{l}.attn.att" for l in range(model.config.n_layer)]
+    cache = cache_activations(model, tokens, names=names)
+    return np.stack([induction_scores(cache[name], tokens) for name in names])

@@ -59,6 +59,10 @@ class GPT:
         self.acts = {}        # activation name -> array, from the last forward
         self.grad_acts = {}   # activation name -> d loss / d activation, from the last backward
         self.trace = []       # [OpRecord] of the last forward, then its backward
+        # activation name -> fn(array), called by forward right after the op that writes that
+        # activation; fn may change the array in place, and the ops after it read the change
+        # (explorer.interp.hooks installs and removes these: patching, ablations)
+        self.hooks = {}
         self._shape = None    # (B, T) the activation buffers are sized for
         self._has_targets = False
         self._backward_done = False
@@ -173,6 +177,8 @@ class GPT:
         ops = self.ops if targets is None else self.ops + [LOSS]
         for op in ops:
             self._run("forward", op.name, op.kernel, self._arrays(op.outputs), self._arrays(op.inputs))
+            for name in self.hooks.keys() & op.outputs.values():
+                self.hooks[name](self._tensors[name])
         self._has_targets = targets is not None
         if targets is None:
             return self.acts["logits"], None
