@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from notebook_helpers import NOTEBOOK_DIR, artifacts_dir, kernel_env
+from notebook_helpers import NOTEBOOK_DIR, artifacts_dir, kernel_env, notebook_env
 
 from explorer.course import handout
 from explorer.course.nbgrader_export import POINTS, course_notebooks, grade_id, write_course
@@ -41,9 +41,10 @@ def matmul_forward(out, inp, weight, bias):
 '''
 
 
-def nbgrader(root, *args, timeout=1800):
-    """Run an nbgrader command in the course folder; its output if it succeeded."""
-    env = kernel_env()
+def nbgrader(root, *args, timeout=1800, extra_env=None):
+    """Run an nbgrader command in the course folder; its output if it succeeded. extra_env:
+    notebook_env's (a hub mirror for a notebook that opens a model from the hub)."""
+    env = kernel_env(extra=extra_env)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=root, env=env,
                           capture_output=True, text=True, timeout=timeout)
@@ -90,10 +91,11 @@ def course(tmp_path_factory):
             students[assignment].append("crash")
     seconds = {}
     for assignment in ASSIGNMENTS:
-        started = time.perf_counter()
-        nbgrader(root, "autograde", assignment, "--create", "--force")
-        seconds[assignment] = time.perf_counter() - started
-        nbgrader(root, "generate_feedback", assignment, "--force")
+        with notebook_env(f"{assignment}.ipynb", root / "hub-home") as extra_env:
+            started = time.perf_counter()
+            nbgrader(root, "autograde", assignment, "--create", "--force", extra_env=extra_env)
+            seconds[assignment] = time.perf_counter() - started
+            nbgrader(root, "generate_feedback", assignment, "--force", extra_env=extra_env)
     scores = {}
     with Gradebook(f"sqlite:///{root / 'gradebook.db'}") as gradebook:
         for assignment, names in students.items():

@@ -132,3 +132,25 @@ def _logit_lens(logit_lens, rng):
         got = expect_array(call(logit_lens, model, name, what=what), what, (2, 5, config.vocab_size))
         expect_close(got, interp.logit_lens(model, name), what, atol=1e-3, rtol=1e-3)
     return "right on a random model"
+
+
+# --------------------------------------------------------------------- open weights
+@hidden("open_weights.patch_residual")
+def _patch_residual(patch_residual, rng):
+    config = GPTConfig(n_layer=int(rng.integers(1, 4)), n_head=2, n_embd=8,
+                       vocab_size=int(rng.integers(6, 16)), block_size=8)
+    model = GPT(config, seed=int(rng.integers(1000)))
+    for p in model.params.values():
+        p[...] += rng.normal(0.0, 0.3, p.shape)
+    T = int(rng.integers(3, 8))
+    clean = rng.integers(0, config.vocab_size, (1, T))
+    corrupted = clean.copy()
+    t = int(rng.integers(0, T))
+    corrupted[0, t] = (clean[0, t] + 1 + int(rng.integers(config.vocab_size - 1))) % config.vocab_size
+    answer, other = (int(i) for i in rng.choice(config.vocab_size, 2, replace=False))
+    what = f"patch_residual(model, clean, corrupted, {answer}, {other}) with prompts of shape {clean.shape}"
+    got = expect_array(call(patch_residual, model, clean.copy(), corrupted.copy(), answer, other,
+                            what=what), what, (config.n_layer, T))
+    expect_close(got, interp.patch_residual(model, clean, corrupted, answer, other).patched, what,
+                 atol=1e-4, rtol=1e-4)
+    return f"right on a random {config.n_layer}-layer model"

@@ -47,6 +47,7 @@ POINTS = {
     "interp.logit_lens": 3,
     "sampling.next_token_probs": 3,
     "sampling.sample": 2,
+    "open_weights.patch_residual": 3,
 }
 
 #: nbgrader's cell metadata schema, and what its grade_id may be (nbgrader 0.9)
