@@ -20,12 +20,17 @@ def live_attention(model, ids):
                      for l in range(model.config.n_layer)])
 
 
-def click(fig, trace_index):
-    """What the browser sends when a point of trace `trace_index` is clicked."""
+def click(fig, x, y):
+    """What the browser sends when the grid's cell at column x, row y is clicked."""
     fig._handler_js2py_pointsCallback({"new": {
         "event_type": "plotly_click",
-        "points": {"xs": [0], "ys": [1], "point_indexes": [[1, 0]],
-                   "trace_indexes": [trace_index]}}})
+        "points": {"xs": [x], "ys": [y], "point_indexes": [[y, x]], "trace_indexes": [0]}}})
+
+
+def click_head(view, layer, head, offset=(0, 0)):
+    """Click a cell of the grid block of (layer, head), `offset` cells into it."""
+    g = view._grid_cells()
+    click(view.grid, head * (g + 1) + offset[1], layer * (g + 1) + offset[0])
 
 
 @pytest.fixture
@@ -54,17 +59,23 @@ def test_layer_and_head_sliders_and_grid_clicks_select_the_map(random_gpt):
     ids = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
     view = AttentionExplorer(model, prompt=ids)
     expected = live_attention(model, ids)
-    assert len(view.grid.data) == 2 * 3
-    for index, trace in enumerate(view.grid.data):
-        np.testing.assert_allclose(trace.z, expected[divmod(index, 3)], atol=1e-6)
+    assert len(view.grid.data) == 1 and np.shape(view.grid.data[0].z) == (2 * 11 - 1, 3 * 11 - 1)
+    for l in range(2):
+        for h in range(3):
+            np.testing.assert_allclose(view.grid_map(l, h), expected[l, h], atol=1e-6)
+    assert view.grid.layout.xaxis.ticktext == ("H0", "H1", "H2")
+    assert view.grid.layout.yaxis.ticktext == ("L0", "L1")
     np.testing.assert_allclose(view.selected.data[0].z, expected[0, 0], atol=1e-6)
     view.layer.value, view.head.value = 1, 2
     z = np.asarray(view.selected.data[0].z)
     np.testing.assert_allclose(z, expected[1, 2], atol=1e-6)
     assert not np.allclose(z, expected[0, 0])
     assert np.allclose(np.triu(z, 1), 0) and np.allclose(z.sum(axis=1), 1, atol=1e-5)
-    assert view.grid.layout.shapes[0].xref == "x6 domain"   # the red frame moved too
-    click(view.grid, 4)                                      # layer 1, head 1
+    frame = view.grid.layout.shapes[0]                      # the red frame moved too
+    assert (frame.x0, frame.x1, frame.y0, frame.y1) == (21.5, 31.5, 10.5, 20.5)
+    click_head(view, 1, 1, offset=(3, 9))
+    assert (view.layer.value, view.head.value) == (1, 1)
+    click(view.grid, 10, 2)                                  # the gap between heads 0 and 1
     assert (view.layer.value, view.head.value) == (1, 1)
     np.testing.assert_allclose(view.selected.data[0].z, expected[1, 1], atol=1e-6)
     static = view._repr_mimebundle_()["text/html"]
@@ -111,12 +122,12 @@ def test_step_slider_scrubs_through_capped_snapshots(small_trainer):
     view.layer.value, view.head.value = 0, 1
     view.step_slider.value = 0
     np.testing.assert_allclose(view.selected.data[0].z, at_start[0, 1], atol=1e-6)
-    np.testing.assert_allclose(view.grid.data[0].z, at_start[0, 0], atol=1e-6)
+    np.testing.assert_allclose(view.grid_map(0, 0), at_start[0, 0], atol=1e-6)
     assert view.step_label.value.startswith("0 ") and "training step 0" in view.selected.layout.title.text
     trainer.run(4)                      # scrubbed back: new snapshots do not move the slider
     assert view.history.steps[-1] == 12 and view.step_slider.value == 0
     view.step_slider.value = view.step_slider.max
-    np.testing.assert_allclose(view.selected.data[0].z, view.history.values[-1][0, 1], atol=1e-6)
+    np.testing.assert_allclose(view.selected.data[0].z, view.attention(-1)[0, 1], atol=1e-6)
     # the saved state (what a page reload rebuilds) was synced when the run ended, showing the
     # snapshot scrubbed to then (step 0), not the blank map the figure was created with
     np.testing.assert_allclose(view.selected._widget_data[0]["z"], view.attention(0)[0, 1])

@@ -1,0 +1,121 @@
+"""The views at GPT-2 small's shape (12 layers x 12 heads, prompts of 1,024 tokens), on a narrow
+model (n_embd=48) so that it stays quick: every map is checked against transformers'
+output_attentions on the same weights, and what reaches the browser stays small."""
+import numpy as np
+import pytest
+from helpers import random_model
+
+from explorer import GPTConfig
+from explorer.io.hf import save_hf
+from explorer.viz import AttentionExplorer
+from explorer.viz.attention import AXIS_LABELS, GRID_CELLS, SELECTED_CELLS, STATIC_CELLS
+
+T = 1024
+CONFIG = GPTConfig(n_layer=12, n_head=12, n_embd=48, vocab_size=61, block_size=T)
+HEADS = [(0, 0), (5, 1), (6, 9), (11, 11)]   # heads whose full maps are compared
+# float32 throughout on both sides; observed max |difference| ~1e-7 (single heads, pooled maps)
+ATOL = 1e-5
+
+
+def block_pool(att, edges):
+    """Independent of pool_attention: block (i, j) is the mean over queries edges[i]..edges[i+1]
+    of their total attention on keys edges[j]..edges[j+1]."""
+    n = len(edges) - 1
+    return np.array([[att[edges[i]:edges[i + 1], edges[j]:edges[j + 1]].sum(axis=1).mean()
+                      for j in range(n)] for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def full_size(tmp_path_factory):
+    """(model, ids, {(l, h): transformers' map}, transformers' grid pooled per head)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    model = random_model(CONFIG, seed=3, strong=True)     # peaked maps: a wrong one shows
+    folder = tmp_path_factory.mktemp("gpt2-12x12")
+    save_hf(model, folder)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(folder, attn_implementation="eager")
+    hf = hf.float().eval()
+    ids = np.random.default_rng(0).integers(0, CONFIG.vocab_size, size=T)
+    with torch.no_grad():
+        attentions = hf(torch.from_numpy(ids[None]), output_attentions=True).attentions
+    edges = np.linspace(0, T, GRID_CELLS + 1).round().astype(int)
+    maps = {(l, h): attentions[l][0, h].numpy().copy() for l, h in HEADS}
+    grid = np.array([[block_pool(attentions[l][0, h].numpy(), edges) for h in range(12)]
+                     for l in range(12)])
+    del attentions
+    return model, ids, maps, grid
+
+
+@pytest.fixture(scope="module")
+def explorer_view(full_size):
+    model, ids, _, _ = full_size
+    view = AttentionExplorer(model, prompt=ids)
+    yield view
+    view.close()
+
+
+def test_changing_layer_and_head_shows_transformers_map(full_size, explorer_view):
+    _, _, maps, _ = full_size
+    view = explorer_view
+    assert len(view.probe.ids) == T
+    worst = 0.0
+    for (l, h), expected in maps.items():
+        view.layer.value, view.head.value = l, h
+        np.testing.assert_allclose(view.head_attention(), expected, atol=ATOL)
+        # the enlarged map is T/SELECTED_CELLS tokens per block: sum over keys, mean over queries
+        shown = np.asarray(view.selected.data[0].z)
+        k = T // SELECTED_CELLS
+        pooled = expected.reshape(SELECTED_CELLS, k, SELECTED_CELLS, k).sum(axis=3).mean(axis=1)
+        assert shown.shape == (SELECTED_CELLS, SELECTED_CELLS)
+        np.testing.assert_allclose(shown, pooled, atol=ATOL)
+        assert f"layer {l}, head {h}" in view.selected.layout.title.text
+        worst = max(worst, float(np.abs(view.head_attention() - expected).max()))
+    print(f"\nmax |explorer - transformers| over {len(maps)} heads at T={T}: {worst:.1e}")
+    # different heads really differ (a view stuck on one head would fail above)
+    assert not np.allclose(maps[(0, 0)], maps[(11, 11)], atol=1e-2)
+
+
+def test_the_12x12_grid_shows_every_head_pooled_on_one_scale(full_size, explorer_view):
+    _, _, _, grid = full_size
+    view = explorer_view
+    g = GRID_CELLS
+    z = np.asarray(view.grid.data[0].z)
+    assert len(view.grid.data) == 1 and z.shape == (12 * (g + 1) - 1, 12 * (g + 1) - 1)
+    for l in range(12):
+        for h in range(12):
+            np.testing.assert_allclose(view.grid_map(l, h), grid[l, h], atol=ATOL)
+    assert np.isnan(z[g, :]).all() and np.isnan(z[:, g]).all()        # gaps between heads
+    assert view.grid.data[0].zmin == 0 and view.grid.data[0].zmax == 1  # one colour scale
+    assert view.grid.layout.xaxis.ticktext == tuple(f"H{h}" for h in range(12))
+    assert view.grid.layout.yaxis.ticktext == tuple(f"L{l}" for l in range(12))
+    # a click on head 7 of layer 10 selects it
+    view.grid._handler_js2py_pointsCallback({"new": {
+        "event_type": "plotly_click", "points": {
+            "xs": [7 * (g + 1) + 3], "ys": [10 * (g + 1) + 20],
+            "point_indexes": [[10 * (g + 1) + 20, 7 * (g + 1) + 3]], "trace_indexes": [0]}}})
+    assert (view.layer.value, view.head.value) == (10, 7)
+
+
+def test_token_labels_are_decimated_on_both_axes(explorer_view):
+    view = explorer_view
+    for axis in (view.selected.layout.xaxis, view.selected.layout.yaxis):
+        positions, text = np.array(axis.tickvals), axis.ticktext
+        assert 2 <= len(positions) <= AXIS_LABELS and len(text) == len(positions)
+        # evenly spaced, and never closer than T / AXIS_LABELS positions
+        assert np.diff(positions).min() >= T / AXIS_LABELS
+        assert text == tuple(view.labels[int(p)] for p in positions)
+    assert view.status.value.count("<code>") < 100          # not all 1,024 tokens
+
+
+def test_what_the_browser_and_a_saved_notebook_get_stays_small(explorer_view):
+    view = explorer_view
+    view.sync_figures()
+    sizes = {"grid": np.size(view.grid._widget_data[0]["z"]),
+             "selected": np.size(view.selected._widget_data[0]["z"])}
+    assert sizes["grid"] <= (12 * (GRID_CELLS + 1)) ** 2 and sizes["selected"] <= SELECTED_CELLS ** 2
+    assert view.selected.data[0].text is None                # no 1,024^2 hover strings
+    static = view.static_html()
+    assert static.count("<tr>") == STATIC_CELLS + 1 and len(static) < 300_000
+    # a snapshot holds queries and keys only: T x 2C per layer, not NH x T x T per layer
+    record = view.history.values[-1].record
+    assert record.nbytes == 12 * T * 2 * 48 * 4
