@@ -8,13 +8,16 @@ from helpers import random_model
 from explorer import GPTConfig
 from explorer.io.hf import save_hf
 from explorer.viz import AttentionExplorer
-from explorer.viz.attention import AXIS_LABELS, GRID_CELLS, SELECTED_CELLS, STATIC_CELLS
+from explorer.viz.attention import AXIS_LABELS, GRID_DECIMALS, SELECTED_CELLS, SELECTED_DECIMALS, STATIC_CELLS
 
 T = 1024
 CONFIG = GPTConfig(n_layer=12, n_head=12, n_embd=48, vocab_size=61, block_size=T)
+GRID = 16                                    # each head's side in the 12 x 12 grid, in blocks
 HEADS = [(0, 0), (5, 1), (6, 9), (11, 11)]   # heads whose full maps are compared
 # float32 throughout on both sides; observed max |difference| ~1e-7 (single heads, pooled maps)
 ATOL = 1e-5
+# what the browser gets is rounded (to what the hover shows): the enlarged map to 3 places
+SELECTED_ATOL, GRID_ATOL = 0.5 * 10.0 ** -SELECTED_DECIMALS + ATOL, 0.5 * 10.0 ** -GRID_DECIMALS + ATOL
 
 
 def block_pool(att, edges):
@@ -38,7 +41,7 @@ def full_size(tmp_path_factory):
     ids = np.random.default_rng(0).integers(0, CONFIG.vocab_size, size=T)
     with torch.no_grad():
         attentions = hf(torch.from_numpy(ids[None]), output_attentions=True).attentions
-    edges = np.linspace(0, T, GRID_CELLS + 1).round().astype(int)
+    edges = np.linspace(0, T, GRID + 1).round().astype(int)
     maps = {(l, h): attentions[l][0, h].numpy().copy() for l, h in HEADS}
     grid = np.array([[block_pool(attentions[l][0, h].numpy(), edges) for h in range(12)]
                      for l in range(12)])
@@ -67,7 +70,7 @@ def test_changing_layer_and_head_shows_transformers_map(full_size, explorer_view
         k = T // SELECTED_CELLS
         pooled = expected.reshape(SELECTED_CELLS, k, SELECTED_CELLS, k).sum(axis=3).mean(axis=1)
         assert shown.shape == (SELECTED_CELLS, SELECTED_CELLS)
-        np.testing.assert_allclose(shown, pooled, atol=ATOL)
+        np.testing.assert_allclose(shown, pooled, atol=SELECTED_ATOL)
         assert f"layer {l}, head {h}" in view.selected.layout.title.text
         worst = max(worst, float(np.abs(view.head_attention() - expected).max()))
     print(f"\nmax |explorer - transformers| over {len(maps)} heads at T={T}: {worst:.1e}")
@@ -78,12 +81,13 @@ def test_changing_layer_and_head_shows_transformers_map(full_size, explorer_view
 def test_the_12x12_grid_shows_every_head_pooled_on_one_scale(full_size, explorer_view):
     _, _, _, grid = full_size
     view = explorer_view
-    g = GRID_CELLS
+    g = GRID
+    assert view._grid_cells() == GRID
     z = np.asarray(view.grid.data[0].z)
     assert len(view.grid.data) == 1 and z.shape == (12 * (g + 1) - 1, 12 * (g + 1) - 1)
     for l in range(12):
         for h in range(12):
-            np.testing.assert_allclose(view.grid_map(l, h), grid[l, h], atol=ATOL)
+            np.testing.assert_allclose(view.grid_map(l, h), grid[l, h], atol=GRID_ATOL)
     assert np.isnan(z[g, :]).all() and np.isnan(z[:, g]).all()        # gaps between heads
     assert view.grid.data[0].zmin == 0 and view.grid.data[0].zmax == 1  # one colour scale
     assert view.grid.layout.xaxis.ticktext == tuple(f"H{h}" for h in range(12))
@@ -91,8 +95,8 @@ def test_the_12x12_grid_shows_every_head_pooled_on_one_scale(full_size, explorer
     # a click on head 7 of layer 10 selects it
     view.grid._handler_js2py_pointsCallback({"new": {
         "event_type": "plotly_click", "points": {
-            "xs": [7 * (g + 1) + 3], "ys": [10 * (g + 1) + 20],
-            "point_indexes": [[10 * (g + 1) + 20, 7 * (g + 1) + 3]], "trace_indexes": [0]}}})
+            "xs": [7 * (g + 1) + 3], "ys": [10 * (g + 1) + 12],
+            "point_indexes": [[10 * (g + 1) + 12, 7 * (g + 1) + 3]], "trace_indexes": [0]}}})
     assert (view.layer.value, view.head.value) == (10, 7)
 
 
@@ -112,7 +116,7 @@ def test_what_the_browser_and_a_saved_notebook_get_stays_small(explorer_view):
     view.sync_figures()
     sizes = {"grid": np.size(view.grid._widget_data[0]["z"]),
              "selected": np.size(view.selected._widget_data[0]["z"])}
-    assert sizes["grid"] <= (12 * (GRID_CELLS + 1)) ** 2 and sizes["selected"] <= SELECTED_CELLS ** 2
+    assert sizes["grid"] <= (12 * (GRID + 1)) ** 2 and sizes["selected"] <= SELECTED_CELLS ** 2
     assert view.selected.data[0].text is None                # no 1,024^2 hover strings
     static = view.static_html()
     assert static.count("<tr>") == STATIC_CELLS + 1 and len(static) < 300_000

@@ -21,13 +21,14 @@ forces the copy).
 At full size (GPT-2 small: 12 x 12 heads, prompts up to 1,024 tokens) nothing holds every map:
 a snapshot keeps each layer's queries and keys (75 MB at T=1024, against 600 MB of maps), and
 the selected head's map is computed when it is selected (milliseconds). The grid shows each
-head pooled to at most GRID_CELLS x GRID_CELLS blocks, the enlarged map at most
+head pooled to at most g x g blocks (g = 16 for 12 x 12 heads: GRID_VALUES), the enlarged map at most
 SELECTED_CELLS x SELECTED_CELLS (see `pool_attention`): what the browser receives stays
 small, whatever T.
 """
 from __future__ import annotations
 
 import html
+import math
 import threading
 from typing import TYPE_CHECKING
 
@@ -49,12 +50,21 @@ if TYPE_CHECKING:
     from ..train.trainer import Trainer
 
 COLORSCALE = "Blues"     # zero is white, so the masked upper triangle reads as empty
-GRID_CELLS = 24          # each grid map: at most 24 x 24 blocks (144 heads: 83k values)
+GRID_CELLS = 32          # each grid map: at most 32 x 32 blocks ...
+GRID_VALUES = 144 * 16**2   # ... and all of them at most this many values (12 x 12 heads: 16 x 16)
 SELECTED_CELLS = 256     # the enlarged map: at most 256 x 256 blocks (T=1024: 4 x 4 tokens each)
 STATIC_CELLS = 48        # a saved notebook's static copy: at most 48 x 48 shaded cells
 HOVER_TEXT_TOKENS = 64   # up to this T, every cell of the enlarged map names its two tokens
 AXIS_LABELS = 40         # at most this many token labels per axis of the enlarged map
 STATUS_TOKENS = 96       # the status line lists the prompt's tokens up to this many
+# Maps travel to the browser as JSON text: a float32 0.1 is written 0.10000000149011612. Rounded
+# (to what the hover shows), a 256 x 256 map is ~3x smaller and the colours are the same.
+SELECTED_DECIMALS, GRID_DECIMALS = 3, 2
+
+
+def for_browser(z, decimals):
+    """z rounded to `decimals` places, as float64 (whose JSON text is then short)."""
+    return np.round(np.asarray(z, dtype=np.float64), decimals)
 
 
 def block_edges(n, cells):
@@ -75,6 +85,11 @@ def pool_attention(att, cells):
     return (np.add.reduceat(keys, edges[:-1], axis=-2) / sizes).astype(np.float32)
 
 
+def grid_cells(n_layer, n_head, T):
+    """g: each grid map's side in blocks, so that all n_layer x n_head maps fit GRID_VALUES."""
+    return min(T, GRID_CELLS, max(4, math.isqrt(GRID_VALUES // (n_layer * n_head))))
+
+
 class Snapshot:
     """One probe: the record of queries and keys, and the pooled grid (computed once, on use)."""
 
@@ -83,11 +98,11 @@ class Snapshot:
         self._grid = None
 
     def grid(self):
-        """(n_layer, n_head, g, g): every head pooled to at most GRID_CELLS blocks."""
+        """(n_layer, n_head, g, g): every head pooled to g x g blocks (see grid_cells)."""
         if self._grid is None:
             r = self.record
-            self._grid = np.stack([pool_attention(r.layer(l), GRID_CELLS)
-                                   for l in range(r.n_layer)])
+            g = grid_cells(r.n_layer, r.n_head, r.num_tokens)
+            self._grid = np.stack([pool_attention(r.layer(l), g) for l in range(r.n_layer)])
         return self._grid
 
 
@@ -251,8 +266,8 @@ class AttentionExplorer(View):
             widgets.HBox([self.grid, widgets.VBox([self.layer, self.head, self.selected])])])
 
     def _grid_cells(self):
-        """g: each grid map's side in blocks (the probe prompt's T, at most GRID_CELLS)."""
-        return min(len(self.probe.ids), GRID_CELLS)
+        """g: each grid map's side in blocks (see grid_cells)."""
+        return grid_cells(self.n_layer, self.n_head, len(self.probe.ids))
 
     def _make_grid(self):
         """Small multiples in one heatmap: head h of layer l is the g x g block at row l,
@@ -374,6 +389,8 @@ class AttentionExplorer(View):
             self._draw()
 
     def _on_head_change(self, change):
+        if self._quiet:
+            return
         with self._lock:
             self._draw_selected()
 
@@ -384,7 +401,13 @@ class AttentionExplorer(View):
         column, row = int(round(points.xs[0])), int(round(points.ys[0]))
         if column % (g + 1) == g or row % (g + 1) == g:    # the gap between two heads
             return
-        self.layer.value, self.head.value = row // (g + 1), column // (g + 1)
+        with self._lock:
+            self._quiet = True           # both sliders move: draw once, not twice
+            try:
+                self.layer.value, self.head.value = row // (g + 1), column // (g + 1)
+            finally:
+                self._quiet = False
+            self._draw_selected()
 
     def _draw(self):
         """The grid of every head and the enlarged one, from the snapshot the step slider
@@ -394,7 +417,8 @@ class AttentionExplorer(View):
         z = np.full((L, g + 1, NH, g + 1), np.nan, np.float32)
         z[:, :g, :, :g] = pooled.transpose(0, 2, 1, 3)
         with self.grid.batch_update():
-            self.grid.data[0].z = z.reshape(L * (g + 1), NH * (g + 1))[:-1, :-1]
+            self.grid.data[0].z = for_browser(z.reshape(L * (g + 1), NH * (g + 1))[:-1, :-1],
+                                              GRID_DECIMALS)
         self._draw_selected()
         self._throttle.mark(self._viewed_step)
 
@@ -411,7 +435,7 @@ class AttentionExplorer(View):
         T = len(self.probe.ids)
         note = "" if T <= SELECTED_CELLS else f" · {T} tokens as {z.shape[0]} blocks"
         with self.selected.batch_update():
-            self.selected.data[0].z = z
+            self.selected.data[0].z = for_browser(z, SELECTED_DECIMALS)
             self.selected.layout.title = (f"layer {l}, head {h} · training step "
                                           f"{self._viewed_step}{note}")
         with self.grid.batch_update():
