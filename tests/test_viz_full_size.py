@@ -7,7 +7,8 @@ from helpers import random_model
 
 from explorer import GPTConfig
 from explorer.io.hf import save_hf
-from explorer.viz import AttentionExplorer
+from explorer.tokenizers import CharTokenizer
+from explorer.viz import AttentionExplorer, SamplingView, StepThrough
 from explorer.viz.attention import AXIS_LABELS, GRID_DECIMALS, SELECTED_CELLS, SELECTED_DECIMALS, STATIC_CELLS
 
 T = 1024
@@ -28,9 +29,14 @@ def block_pool(att, edges):
                       for j in range(n)] for i in range(n)])
 
 
+# 61 characters, one per token id: a prompt of T ids is also a text of T characters
+TOKENIZER = CharTokenizer("".join(chr(c) for c in range(ord("0"), ord("0") + CONFIG.vocab_size)))
+
+
 @pytest.fixture(scope="module")
 def full_size(tmp_path_factory):
-    """(model, ids, {(l, h): transformers' map}, transformers' grid pooled per head)."""
+    """(model, ids, {(l, h): transformers' map}, transformers' grid pooled per head, and its
+    logits at the last position)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     model = random_model(CONFIG, seed=3, strong=True)     # peaked maps: a wrong one shows
@@ -40,25 +46,26 @@ def full_size(tmp_path_factory):
     hf = hf.float().eval()
     ids = np.random.default_rng(0).integers(0, CONFIG.vocab_size, size=T)
     with torch.no_grad():
-        attentions = hf(torch.from_numpy(ids[None]), output_attentions=True).attentions
+        out = hf(torch.from_numpy(ids[None]), output_attentions=True)
+    attentions, last_logits = out.attentions, out.logits[0, -1].numpy().astype(np.float64)
     edges = np.linspace(0, T, GRID + 1).round().astype(int)
     maps = {(l, h): attentions[l][0, h].numpy().copy() for l, h in HEADS}
     grid = np.array([[block_pool(attentions[l][0, h].numpy(), edges) for h in range(12)]
                      for l in range(12)])
-    del attentions
-    return model, ids, maps, grid
+    del attentions, out
+    return model, ids, maps, grid, last_logits
 
 
 @pytest.fixture(scope="module")
 def explorer_view(full_size):
-    model, ids, _, _ = full_size
+    model, ids = full_size[:2]
     view = AttentionExplorer(model, prompt=ids)
     yield view
     view.close()
 
 
 def test_changing_layer_and_head_shows_transformers_map(full_size, explorer_view):
-    _, _, maps, _ = full_size
+    maps = full_size[2]
     view = explorer_view
     assert len(view.probe.ids) == T
     worst = 0.0
@@ -79,7 +86,7 @@ def test_changing_layer_and_head_shows_transformers_map(full_size, explorer_view
 
 
 def test_the_12x12_grid_shows_every_head_pooled_on_one_scale(full_size, explorer_view):
-    _, _, _, grid = full_size
+    grid = full_size[3]
     view = explorer_view
     g = GRID
     assert view._grid_cells() == GRID
@@ -123,3 +130,33 @@ def test_what_the_browser_and_a_saved_notebook_get_stays_small(explorer_view):
     # a snapshot holds queries and keys only: T x 2C per layer, not NH x T x T per layer
     record = view.history.values[-1].record
     assert record.nbytes == 12 * T * 2 * 48 * 4
+
+
+def test_sampling_view_reads_a_1024_token_prompt_and_continues_past_the_block(full_size):
+    model, ids, *_, last_logits = full_size
+    view = SamplingView(model, TOKENIZER, prompt=TOKENIZER.decode(ids), n_bars=10)
+    assert view.prompt_ids == list(ids)
+    expected = np.exp(last_logits - last_logits.max())
+    expected /= expected.sum()
+    np.testing.assert_allclose(view.probabilities(), expected, atol=1e-5)
+    new = view.generate(3)                 # the context slides: the last 1,024 tokens
+    assert len(new) == 3 and len(view.tokens) == T + 3
+    assert view.next_token() is not None and len(view.tokens) == T + 4
+    assert len(view.figure.data[0].y) == 10
+
+
+def test_step_through_a_1024_token_forward_of_12_layers(full_size):
+    model, ids, maps = full_size[:3]
+    model.forward(ids[None])
+    view = StepThrough(model)
+    try:
+        view.select.value = view.op_names.index("blocks.0.attn")
+        panels = {t.arg: k for k, t in enumerate(t for t in view.selected.tensors
+                                                    if t.slice2d is not None)}
+        z = np.asarray(view.fig.data[panels["att"]].z)
+        assert z.shape == (256, 256)                 # the leading block, not 1,024^2
+        expected = maps[(0, 0)][:256, :256]           # batch row 0, head 0
+        np.testing.assert_allclose(z, expected, rtol=0, atol=0.5e-3 + ATOL)
+        assert all(np.size(trace.z) <= 256 * 256 for trace in view.fig.data if trace.z is not None)
+    finally:
+        view.close()

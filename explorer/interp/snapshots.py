@@ -24,7 +24,7 @@ itself and saves that copy (500 MB for GPT-2 small).
 """
 import numpy as np
 
-from .. import kernels
+from ..kernels import get as registered_kernel
 from ..kernels.runtime import compute_lock
 from ..model.gpt import GPT
 from .cache import cache_activations
@@ -65,7 +65,7 @@ class AttentionRecord:
         preatt = np.empty((1, n_head, T, T), np.float32)
         att = np.empty((1, n_head, T, T), np.float32)
         with compute_lock:   # as model.lock: a training thread may run Numba too
-            kernels.get("attention_forward")(out, preatt, att, qkv, n_head)
+            registered_kernel("attention_forward")(out, preatt, att, qkv, n_head)
         return att[0]
 
     def head(self, layer: int, head: int) -> np.ndarray:

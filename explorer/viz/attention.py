@@ -39,7 +39,7 @@ import plotly.graph_objects as go
 from ..interp import AttentionProbe, SnapshotHistory
 from ..tokenizers import tokenizer_from_dict
 from ._decimate import label_positions
-from ._figure import FigureWidget
+from ._figure import FigureWidget, for_browser
 from ._throttle import Throttle
 from .tokens import token_labels
 from .view import View
@@ -57,14 +57,8 @@ STATIC_CELLS = 48        # a saved notebook's static copy: at most 48 x 48 shade
 HOVER_TEXT_TOKENS = 64   # up to this T, every cell of the enlarged map names its two tokens
 AXIS_LABELS = 40         # at most this many token labels per axis of the enlarged map
 STATUS_TOKENS = 96       # the status line lists the prompt's tokens up to this many
-# Maps travel to the browser as JSON text: a float32 0.1 is written 0.10000000149011612. Rounded
-# (to what the hover shows), a 256 x 256 map is ~3x smaller and the colours are the same.
+# maps reach the browser rounded (see for_browser) to what the hover shows
 SELECTED_DECIMALS, GRID_DECIMALS = 3, 2
-
-
-def for_browser(z, decimals):
-    """z rounded to `decimals` places, as float64 (whose JSON text is then short)."""
-    return np.round(np.asarray(z, dtype=np.float64), decimals)
 
 
 def block_edges(n, cells):
