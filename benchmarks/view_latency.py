@@ -24,7 +24,7 @@ import time
 import numpy as np
 
 from explorer import GPT, GPTConfig
-from explorer.viz import AttentionExplorer
+from explorer.viz import AttentionExplorer, StepThrough
 
 T = 1024
 
@@ -156,6 +156,23 @@ def main(rounds=9):
                                                               ("grid", view.grid))}
     print(f"saved widget state: selected {state['selected'] / 1e3:.0f} kB, grid "
           f"{state['grid'] / 1e3:.0f} kB; static HTML {len(view.static_html()) / 1e3:.0f} kB")
+    # the step-through of the same forward (the explorer ran it on the model itself)
+    t0 = time.perf_counter()
+    steps = StepThrough(model)
+    captured = time.perf_counter() - t0
+    slices = {id(t.slice2d): t.slice2d.nbytes for op in steps.ops for t in op.tensors
+              if t.slice2d is not None}
+    print(f"StepThrough of the {T}-token forward: capture {captured:.2f} s, {len(steps.ops)} ops, "
+          f"slices held {sum(slices.values()) / 2**20:.0f} MB")
+    steps.fig.comm = comm = MeasuringComm(steps.fig.comm)
+    moves, sizes = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        steps.move(+7 if steps.select.value + 7 < len(steps.ops) else -steps.select.value)
+        moves.append(time.perf_counter() - t0)
+        sizes.append(comm.take())
+    print(f"next op    median {statistics.median(moves) * 1e3:6.1f} ms  (max {max(moves) * 1e3:6.1f}; "
+          f"{rounds} moves)  sent {statistics.median(sizes) / 1e3:8.1f} kB")
     print(f"RSS at the end {rss_mb():.0f} MB, peak {peak_rss_mb():.0f} MB "
           f"(the model alone: {base:.0f} MB)")
     print(f"load average after: {os.getloadavg()}")

@@ -56,6 +56,7 @@ SELECTED_CELLS = 256     # the enlarged map: at most 256 x 256 blocks (T=1024: 4
 STATIC_CELLS = 48        # a saved notebook's static copy: at most 48 x 48 shaded cells
 HOVER_TEXT_TOKENS = 64   # up to this T, every cell of the enlarged map names its two tokens
 AXIS_LABELS = 40         # at most this many token labels per axis of the enlarged map
+LIVE_TOKENS = 48         # the probe prompt's default length while a trainer runs
 STATUS_TOKENS = 96       # the status line lists the prompt's tokens up to this many
 # maps reach the browser rounded (see for_browser) to what the hover shows
 SELECTED_DECIMALS, GRID_DECIMALS = 3, 2
@@ -109,7 +110,8 @@ class AttentionExplorer(View):
         stores it); prompt: text or token ids (default: validation row `row` of the trainer's
         data). With a trainer, a snapshot every `snapshot_every` steps (default: about 100
         over max_steps), at most `max_snapshots` kept; at most `max_tokens` tokens probed
-        (default: the model's block_size). shadow: probe a copy of the model (default: with
+        (default: LIVE_TOKENS with a trainer, where every snapshot probes again; else the
+        model's block_size, e.g. 1,024 for GPT-2). shadow: probe a copy of the model (default: with
         a trainer only, whose record of the last step must stay as it is)."""
         super().__init__()
         if model is None and trainer is None:
@@ -163,7 +165,9 @@ class AttentionExplorer(View):
     def set_prompt(self, prompt):
         """Probe a new prompt (text or ids). Snapshots belong to one prompt: they restart."""
         ids = self._prompt_ids(prompt) if not isinstance(prompt, np.ndarray) else prompt
-        limit = min(self.model.config.block_size, self.max_tokens or self.model.config.block_size)
+        block = self.model.config.block_size
+        default = LIVE_TOKENS if self.trainer is not None else block
+        limit = min(block, self.max_tokens or default)
         note = ""
         if len(ids) > limit:
             note = f" (the last {limit} of {len(ids)} tokens)"
