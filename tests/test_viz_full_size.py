@@ -9,7 +9,15 @@ from explorer import GPTConfig
 from explorer.io.hf import save_hf
 from explorer.tokenizers import CharTokenizer
 from explorer.viz import AttentionExplorer, SamplingView, StepThrough
-from explorer.viz.attention import AXIS_LABELS, GRID_DECIMALS, SELECTED_CELLS, SELECTED_DECIMALS, STATIC_CELLS
+from explorer.viz.attention import (
+    CHAR_PX,
+    GRID_DECIMALS,
+    LABEL_PX,
+    PLOT_PX,
+    SELECTED_CELLS,
+    SELECTED_DECIMALS,
+    STATIC_CELLS,
+)
 
 T = 1024
 CONFIG = GPTConfig(n_layer=12, n_head=12, n_embd=48, vocab_size=61, block_size=T)
@@ -111,10 +119,15 @@ def test_token_labels_are_decimated_on_both_axes(explorer_view):
     view = explorer_view
     for axis in (view.selected.layout.xaxis, view.selected.layout.yaxis):
         positions, text = np.array(axis.tickvals), axis.ticktext
-        assert 2 <= len(positions) <= AXIS_LABELS and len(text) == len(positions)
-        # evenly spaced, and never closer than T / AXIS_LABELS positions
-        assert np.diff(positions).min() >= T / AXIS_LABELS
+        assert 2 <= len(positions) and len(text) == len(positions)
+        # evenly spaced, never closer on screen than a label's line height
+        gaps = np.diff(positions)
+        assert (gaps == gaps[0]).all() and gaps[0] * PLOT_PX / T >= LABEL_PX
         assert text == tuple(view.labels[int(p)] for p in positions)
+    # side by side, x's labels must fit between two ticks; else they stand upright
+    x = view.selected.layout.xaxis
+    widest = max(len(label) for label in x.ticktext)
+    assert x.tickangle == -90 or widest * CHAR_PX <= np.diff(x.tickvals)[0] * PLOT_PX / T
     assert view.status.value.count("<code>") < 100          # not all 1,024 tokens
 
 

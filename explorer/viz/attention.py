@@ -55,7 +55,11 @@ GRID_VALUES = 144 * 16**2   # ... and all of them at most this many values (12 x
 SELECTED_CELLS = 256     # the enlarged map: at most 256 x 256 blocks (T=1024: 4 x 4 tokens each)
 STATIC_CELLS = 48        # a saved notebook's static copy: at most 48 x 48 shaded cells
 HOVER_TEXT_TOKENS = 64   # up to this T, every cell of the enlarged map names its two tokens
-AXIS_LABELS = 40         # at most this many token labels per axis of the enlarged map
+# The enlarged map's plot area is ~370 px a side; a label needs ~14 px across its line (11 px
+# font) and ~7 px per character along it. So at most 26 labels per axis, and x's turn upright
+# (-90 degrees) when they are too wide to sit side by side.
+PLOT_PX, LABEL_PX, CHAR_PX = 370, 14, 7
+AXIS_LABELS = PLOT_PX // LABEL_PX
 LIVE_TOKENS = 48         # the probe prompt's default length while a trainer runs
 STATUS_TOKENS = 96       # the status line lists the prompt's tokens up to this many
 # maps reach the browser rounded (see for_browser) to what the hover shows
@@ -301,9 +305,10 @@ class AttentionExplorer(View):
         fig = FigureWidget(go.Heatmap(z=[[0.0]], zmin=0, zmax=1, colorscale=COLORSCALE),
                            lock=self._lock)
         fig.update_layout(width=520, height=520, margin=dict(l=60, r=20, t=50, b=60),
-                          xaxis=dict(title="key (looked at)", tickmode="array", tickangle=0),
+                          xaxis=dict(title="key (looked at)", tickmode="array", tickangle=0,
+                                     automargin=True),
                           yaxis=dict(title="query (looking)", tickmode="array",
-                                     autorange="reversed"))
+                                     autorange="reversed", automargin=True))
         return fig
 
     def _relabel_axes(self):
@@ -313,6 +318,9 @@ class AttentionExplorer(View):
         T, labels = len(self.labels), self.labels
         shown = label_positions(T, AXIS_LABELS)
         ticks = dict(tickvals=shown, ticktext=[labels[t] for t in shown])
+        spacing = PLOT_PX * (shown[1] - shown[0]) / T if len(shown) > 1 else PLOT_PX
+        widest = max(len(html.unescape(label)) for label in ticks["ticktext"])
+        x_angle = 0 if widest * CHAR_PX <= spacing else -90
         edges = block_edges(T, SELECTED_CELLS)
         centres = (edges[:-1] + edges[1:] - 1) / 2
         if T <= HOVER_TEXT_TOKENS:
@@ -328,7 +336,7 @@ class AttentionExplorer(View):
             self.selected.data[0].update(text=hover, hovertemplate=template,
                                          x=centres if T > SELECTED_CELLS else None,
                                          y=centres if T > SELECTED_CELLS else None)
-            self.selected.layout.xaxis.update(ticks)
+            self.selected.layout.xaxis.update(ticks, tickangle=x_angle)
             self.selected.layout.yaxis.update(ticks)
         self._layout_grid()
 
