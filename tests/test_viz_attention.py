@@ -209,3 +209,19 @@ def test_trained_reverse_model_attends_to_the_mirrored_prompt_position(tmp_path)
     saved = AttentionExplorer(ckpt.model, ckpt.tokenizer, prompt=data.tokenizer.decode(ids))
     np.testing.assert_allclose(saved.attention(), view.attention(), atol=1e-6)
     assert saved.selected.layout.xaxis.ticktext == tuple(data.tokenizer.token_strings(ids))
+
+
+def test_a_record_computes_any_head_through_the_registry_and_refuses_bad_indices(random_gpt):
+    model = random_gpt(n_layer=2, n_head=3, n_embd=24, vocab_size=11, block_size=12)
+    ids = np.array([3, 1, 4, 1, 5, 9, 2, 6])
+    record = AttentionProbe(model, ids, shadow=False).record()
+    expected = live_attention(model, ids)
+    assert record.nbytes == 2 * len(ids) * 2 * 24 * 4               # q and k only
+    np.testing.assert_array_equal(record.head(1, 2), expected[1, 2])
+    np.testing.assert_array_equal(record.layer(0), expected[0])
+    with pytest.raises(IndexError, match="layer 2 out of range: the model has 2 layers"):
+        record.head(2, 0)
+    with pytest.raises(IndexError, match="head 3 out of range"):
+        record.head(0, 3)
+    with pytest.raises(ValueError, match="more than the model's block_size=12"):
+        AttentionProbe(model, np.zeros(13, dtype=np.int64))
