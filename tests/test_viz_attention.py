@@ -11,6 +11,10 @@ from explorer.tokenizers import CharTokenizer
 from explorer.train.presets import get_preset
 from explorer.train.trainer import Trainer
 from explorer.viz import AttentionExplorer
+from explorer.viz.attention import GRID_DECIMALS, SELECTED_DECIMALS
+
+# the maps travel to the browser rounded: the enlarged one to 3 places, the grid to 2
+SELECTED_ATOL, GRID_ATOL = 0.5 * 10.0 ** -SELECTED_DECIMALS + 1e-6, 0.5 * 10.0 ** -GRID_DECIMALS + 1e-6
 
 
 def live_attention(model, ids):
@@ -20,12 +24,17 @@ def live_attention(model, ids):
                      for l in range(model.config.n_layer)])
 
 
-def click(fig, trace_index):
-    """What the browser sends when a point of trace `trace_index` is clicked."""
+def click(fig, x, y):
+    """What the browser sends when the grid's cell at column x, row y is clicked."""
     fig._handler_js2py_pointsCallback({"new": {
         "event_type": "plotly_click",
-        "points": {"xs": [0], "ys": [1], "point_indexes": [[1, 0]],
-                   "trace_indexes": [trace_index]}}})
+        "points": {"xs": [x], "ys": [y], "point_indexes": [[y, x]], "trace_indexes": [0]}}})
+
+
+def click_head(view, layer, head, offset=(0, 0)):
+    """Click a cell of the grid block of (layer, head), `offset` cells into it."""
+    g = view._grid_cells()
+    click(view.grid, head * (g + 1) + offset[1], layer * (g + 1) + offset[0])
 
 
 @pytest.fixture
@@ -54,19 +63,25 @@ def test_layer_and_head_sliders_and_grid_clicks_select_the_map(random_gpt):
     ids = np.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3])
     view = AttentionExplorer(model, prompt=ids)
     expected = live_attention(model, ids)
-    assert len(view.grid.data) == 2 * 3
-    for index, trace in enumerate(view.grid.data):
-        np.testing.assert_allclose(trace.z, expected[divmod(index, 3)], atol=1e-6)
-    np.testing.assert_allclose(view.selected.data[0].z, expected[0, 0], atol=1e-6)
+    assert len(view.grid.data) == 1 and np.shape(view.grid.data[0].z) == (2 * 11 - 1, 3 * 11 - 1)
+    for l in range(2):
+        for h in range(3):
+            np.testing.assert_allclose(view.grid_map(l, h), expected[l, h], atol=GRID_ATOL)
+    assert view.grid.layout.xaxis.ticktext == ("H0", "H1", "H2")
+    assert view.grid.layout.yaxis.ticktext == ("L0", "L1")
+    np.testing.assert_allclose(view.selected.data[0].z, expected[0, 0], atol=SELECTED_ATOL)
     view.layer.value, view.head.value = 1, 2
     z = np.asarray(view.selected.data[0].z)
-    np.testing.assert_allclose(z, expected[1, 2], atol=1e-6)
+    np.testing.assert_allclose(z, expected[1, 2], atol=SELECTED_ATOL)
     assert not np.allclose(z, expected[0, 0])
-    assert np.allclose(np.triu(z, 1), 0) and np.allclose(z.sum(axis=1), 1, atol=1e-5)
-    assert view.grid.layout.shapes[0].xref == "x6 domain"   # the red frame moved too
-    click(view.grid, 4)                                      # layer 1, head 1
+    assert np.allclose(np.triu(z, 1), 0) and np.allclose(z.sum(axis=1), 1, atol=len(ids) * SELECTED_ATOL)
+    frame = view.grid.layout.shapes[0]                      # the red frame moved too
+    assert (frame.x0, frame.x1, frame.y0, frame.y1) == (21.5, 31.5, 10.5, 20.5)
+    click_head(view, 1, 1, offset=(3, 9))
     assert (view.layer.value, view.head.value) == (1, 1)
-    np.testing.assert_allclose(view.selected.data[0].z, expected[1, 1], atol=1e-6)
+    click(view.grid, 10, 2)                                  # the gap between heads 0 and 1
+    assert (view.layer.value, view.head.value) == (1, 1)
+    np.testing.assert_allclose(view.selected.data[0].z, expected[1, 1], atol=SELECTED_ATOL)
     static = view._repr_mimebundle_()["text/html"]
     assert "layer 1, head 1" in static and static.count("<tr>") == len(ids) + 1
 
@@ -110,16 +125,17 @@ def test_step_slider_scrubs_through_capped_snapshots(small_trainer):
 
     view.layer.value, view.head.value = 0, 1
     view.step_slider.value = 0
-    np.testing.assert_allclose(view.selected.data[0].z, at_start[0, 1], atol=1e-6)
-    np.testing.assert_allclose(view.grid.data[0].z, at_start[0, 0], atol=1e-6)
+    np.testing.assert_allclose(view.selected.data[0].z, at_start[0, 1], atol=SELECTED_ATOL)
+    np.testing.assert_allclose(view.grid_map(0, 0), at_start[0, 0], atol=GRID_ATOL)
     assert view.step_label.value.startswith("0 ") and "training step 0" in view.selected.layout.title.text
     trainer.run(4)                      # scrubbed back: new snapshots do not move the slider
     assert view.history.steps[-1] == 12 and view.step_slider.value == 0
     view.step_slider.value = view.step_slider.max
-    np.testing.assert_allclose(view.selected.data[0].z, view.history.values[-1][0, 1], atol=1e-6)
+    np.testing.assert_allclose(view.selected.data[0].z, view.attention(-1)[0, 1], atol=SELECTED_ATOL)
     # the saved state (what a page reload rebuilds) was synced when the run ended, showing the
     # snapshot scrubbed to then (step 0), not the blank map the figure was created with
-    np.testing.assert_allclose(view.selected._widget_data[0]["z"], view.attention(0)[0, 1])
+    np.testing.assert_allclose(view.selected._widget_data[0]["z"], view.attention(0)[0, 1],
+                               atol=SELECTED_ATOL)
     view.refresh_button.click()         # by hand, between the intervals: kept, and shown
     assert view.history.steps == [0, 8, 14]    # full at 4: thinned first
     assert view.step_label.value.startswith("14 ")
@@ -150,7 +166,7 @@ def test_snapshots_from_a_background_thread_and_after_a_reset(small_trainer):
         assert runner.wait(60)
         assert view.history.steps == [0, 2]
         np.testing.assert_allclose(view.attention(0), fresh, atol=1e-6)
-        np.testing.assert_allclose(view.selected.data[0].z, view.attention(1)[0, 0], atol=1e-6)
+        np.testing.assert_allclose(view.selected.data[0].z, view.attention(1)[0, 0], atol=SELECTED_ATOL)
     finally:
         runner.close()
 
@@ -193,3 +209,19 @@ def test_trained_reverse_model_attends_to_the_mirrored_prompt_position(tmp_path)
     saved = AttentionExplorer(ckpt.model, ckpt.tokenizer, prompt=data.tokenizer.decode(ids))
     np.testing.assert_allclose(saved.attention(), view.attention(), atol=1e-6)
     assert saved.selected.layout.xaxis.ticktext == tuple(data.tokenizer.token_strings(ids))
+
+
+def test_a_record_computes_any_head_through_the_registry_and_refuses_bad_indices(random_gpt):
+    model = random_gpt(n_layer=2, n_head=3, n_embd=24, vocab_size=11, block_size=12)
+    ids = np.array([3, 1, 4, 1, 5, 9, 2, 6])
+    record = AttentionProbe(model, ids, shadow=False).record()
+    expected = live_attention(model, ids)
+    assert record.nbytes == 2 * len(ids) * 2 * 24 * 4               # q and k only
+    np.testing.assert_array_equal(record.head(1, 2), expected[1, 2])
+    np.testing.assert_array_equal(record.layer(0), expected[0])
+    with pytest.raises(IndexError, match="layer 2 out of range: the model has 2 layers"):
+        record.head(2, 0)
+    with pytest.raises(IndexError, match="head 3 out of range"):
+        record.head(0, 3)
+    with pytest.raises(ValueError, match="more than the model's block_size=12"):
+        AttentionProbe(model, np.zeros(13, dtype=np.int64))

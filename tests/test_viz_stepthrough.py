@@ -101,10 +101,16 @@ def test_stats_and_heatmaps_show_the_tensors(trainer):
         assert f"{shown.stats['std']:.4g}" in view.table.value
     # panels: out (attention output, preatt, att), then the input qkv; att shows batch 0, head 0
     att = record.outputs["att"]
-    np.testing.assert_array_equal(view.fig.data[2].z, att[0, 0])
+    def shown_to_4_digits(z, x):
+        """z is x rounded to 4 significant digits of its largest value (what the browser gets)."""
+        np.testing.assert_allclose(z, x, rtol=0, atol=0.5 * 10.0 ** (np.floor(np.log10(np.abs(x).max())) - 3))
+        assert not np.array_equal(z, x)                       # rounded, so that it is sent short
+
+    shown_to_4_digits(view.fig.data[2].z, att[0, 0])
+    np.testing.assert_array_equal(view.selected.tensors[2].slice2d, att[0, 0])   # kept exactly
     assert "att (4, 2" in view.fig.layout.annotations[2].text
     assert "batch row 0, head 0" in view.fig.layout.annotations[2].text
-    np.testing.assert_array_equal(view.fig.data[3].z, record.inputs["qkv"][0])
+    shown_to_4_digits(view.fig.data[3].z, record.inputs["qkv"][0])
     assert view.fig.data[4].z is None                         # unused panels are empty
     assert "dL/d" not in view.table.value and "blocks.0.attn.att" in view.table.value
 

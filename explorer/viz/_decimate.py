@@ -1,6 +1,7 @@
 """Decimation: a long history as at most MAX_POINTS points, for a live line plot.
 
     xs = decimate(steps, 2000)            # at most 2,000 points, evenly spread, last one kept
+    label_positions(1024, 32)             # [0, 32, 64, ...]: which of 1,024 axis labels to show
 """
 
 #: Most points a live line keeps. The browser redraws every point on every update: past a
@@ -33,3 +34,14 @@ def decimate(values, max_points=MAX_POINTS):
     if (n - 1) % stride:
         kept.append(values[n - 1])   # the newest value: what a live view must show
     return kept
+
+
+def label_positions(n, max_labels):
+    """Positions 0, s, 2s, ... (s a power of two) of n labels: at most `max_labels` of them,
+    no two closer than s. For axis labels, where the last one is not worth a collision."""
+    if max_labels < 1:
+        raise ValueError(f"max_labels must be at least 1, got {max_labels}")
+    stride = 1
+    while -(-n // stride) > max_labels:
+        stride *= 2
+    return list(range(0, n, stride))

@@ -24,7 +24,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ._figure import FigureWidget
+from ._figure import FigureWidget, for_browser
 from .view import View, plain_text
 
 if TYPE_CHECKING:
@@ -97,7 +97,8 @@ def display_slice(x, max_side=MAX_SIDE):
         rows, cols = min(x2.shape[0], max_side), min(x2.shape[1], max_side)
         label = (label + ", " if label else "") + f"first {rows} x {cols}"
         x2 = x2[:max_side, :max_side]
-    return np.array(x2, dtype=np.float64), label
+    # float32: what the model computes in; float64 would double what a capture holds
+    return np.array(x2, dtype=np.float32), label
 
 
 def _buffer_names(model, trainer):
@@ -336,7 +337,7 @@ class StepThrough(View):
         with self.fig.batch_update():
             for k, trace in enumerate(self.fig.data):
                 t = shown[k] if k < len(shown) else None
-                trace.z = t.slice2d if t else None
+                trace.z = for_browser(t.slice2d) if t else None   # 4 significant digits
                 trace.name = html.escape(f"{t.arg} {t.slice_label}") if t else ""
                 self.fig.layout.annotations[k].text = self._panel_title(t)
                 suffix = str(k + 1) if k else ""       # the panel's axes: xaxis, xaxis2, ...
