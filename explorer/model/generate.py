@@ -33,6 +33,7 @@ class KVCache:
         self.batch_size, self.capacity = batch_size, capacity
         self.qkv: dict[str, np.ndarray] = {}
         self.length = 0
+        self.shapes: dict[int, dict] = {}   # T -> activation shapes of a run on T positions
 
 
 def _attend(cache, name, qkv, n_head):
@@ -55,7 +56,9 @@ def _run_positions(model, cache, tokens):
     tokens = np.ascontiguousarray(tokens, dtype=np.int64)
     B, T = tokens.shape
     start = cache.length
-    shapes = activation_shapes(model.ops, model.config, B, T)
+    if T not in cache.shapes:   # computed once per generate for the one-position steps
+        cache.shapes[T] = activation_shapes(model.ops, model.config, B, T)
+    shapes = cache.shapes[T]
     tensors = {**model.params, "idx": tokens}
     for op in model.ops:
         inputs = {arg: tensors[x] if isinstance(x, str) else x for arg, x in op.inputs.items()}
