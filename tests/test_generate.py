@@ -75,7 +75,7 @@ def test_prompt_longer_than_block_size_is_refused(model):
 
 
 # ----------------------------------------------------------------------------- through the registry
-SPIED = ("encoder_forward", "layernorm_forward", "matmul_forward", "attention_forward", "gelu_forward",
+SPIED = ("encoder_forward", "layernorm_forward", "matmul_forward", "attention_decode", "gelu_forward",
          "residual_forward")
 
 
@@ -85,7 +85,7 @@ def spies(calls):
         shipped = kernels.shipped(name)
 
         def kernel(*args):
-            first = args[3] if name == "attention_forward" else args[0]   # attention: its qkv (B, T, 3C)
+            first = args[1] if name == "attention_decode" else args[0]   # attention: its qkv (B, n, 3C)
             calls.append((name, first.shape))
             shipped(*args)
         return kernel
@@ -99,11 +99,11 @@ def test_every_op_of_a_decode_step_runs_the_registered_kernel(model):
     calls = []
     with kernels.use(**spies(calls)):
         model.generate(np.zeros((B, 3), np.int64), 4, temperature=0)
-    # attention takes q, k, v of every position so far: 3 (the prompt), then 4, 5, 6
-    assert [shape[1] for name, shape in calls if name == "attention_forward"] == \
+    # attention reads q, k, v of every position so far: 3 (the prompt), then 4, 5, 6
+    assert [shape[1] for name, shape in calls if name == "attention_decode"] == \
         [3] * L + [4] * L + [5] * L + [6] * L
     one_position = {name: sum(1 for n, shape in calls if n == name and shape[:2] == (B, 1)) for name in SPIED}
-    del one_position["attention_forward"]
+    del one_position["attention_decode"]
     per_step = {"encoder_forward": 1, "layernorm_forward": 2 * L + 1, "matmul_forward": 4 * L + 1,
                 "gelu_forward": L, "residual_forward": 2 * L}
     assert one_position == {name: 3 * n for name, n in per_step.items()}, \
@@ -122,6 +122,11 @@ def _negated(out, preatt, att, qkv, n_head):
     out *= -1.0
 
 
+def _negated_decode(out, qkv, n_head):
+    kernels.shipped("attention_decode")(out, qkv, n_head)
+    out *= -1.0
+
+
 def _relu(out, inp):
     np.maximum(inp, 0.0, out=out)
 
@@ -135,16 +140,18 @@ def _doubled_branch(out, inp1, inp2):
     np.add(inp1, 2.0 * inp2, out=out)
 
 
-@pytest.mark.parametrize("name, wrong", [("attention_forward", _negated), ("gelu_forward", _relu),
-                                         ("layernorm_forward", _shifted_layernorm),
-                                         ("residual_forward", _doubled_branch)])
-def test_a_swapped_kernel_is_the_one_that_samples(model, name, wrong):
+@pytest.mark.parametrize("name, wrong, in_forward", [
+    ("attention_decode", _negated_decode, {"attention_forward": _negated}),
+    ("gelu_forward", _relu, {}), ("layernorm_forward", _shifted_layernorm, {}),
+    ("residual_forward", _doubled_branch, {})])
+def test_a_swapped_kernel_is_the_one_that_samples(model, name, wrong, in_forward):
     """Sampling with a (deliberately wrong) swapped kernel gives what a full forward with that
-    kernel gives, and not what the shipped kernel gives."""
+    kernel gives (for attention_decode: with attention_forward swapped the same way), and not
+    what the shipped kernel gives."""
     idx = np.random.default_rng(1).integers(0, CONFIG.vocab_size, (3, 4))
     shipped_logits = next_token_logits(model, idx)
     shipped_tokens = model.generate(idx, 10, temperature=0)
-    with kernels.use(**{name: wrong}):
+    with kernels.use(**{name: wrong, **in_forward}):
         swapped_logits = next_token_logits(model, idx)
         expected = greedy_by_full_forward(model, idx, 10)
         swapped_tokens = model.generate(idx, 10, temperature=0)

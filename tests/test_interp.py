@@ -52,6 +52,7 @@ def test_cache_of_chosen_names_and_per_layer_stacks(random_gpt, tokens):
     assert list(cache) == names
     att = cache.layers("attn.att")
     assert att.shape == (2, 2, 2, 6, 6)                       # (n_layer, B, NH, T, T)
+    model.forward(tokens)
     np.testing.assert_array_equal(att[1], model.acts["blocks.1.attn.att"])
     with pytest.raises(KeyError, match=r"no 'blocks.0.mlp.fc'.*\['attn.att'\]"):
         cache.layers("mlp.fc")
@@ -109,7 +110,8 @@ def test_lens_variants_without_layernorm_or_its_affine(random_gpt, tokens):
 
 def test_lens_reads_a_cache_and_leaves_activations_alone(random_gpt, tokens):
     model = random_gpt(**CONFIG)
-    cache = cache_activations(model, tokens)
+    cache = cache_activations(model, tokens)      # the lean forward: model.acts are not filled
+    model.forward(tokens)
     expected = logit_lens(model, "blocks.0.residual1")
     model.forward(tokens[:, ::-1].copy())                     # model.acts now hold another input
     before = model.acts["blocks.0.residual1"].copy()

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ..model.architecture import activation_shapes
 from ..model.gpt import GPT
 
 #: Buffers the model fills only when the forward gets targets (the loss ops).
@@ -37,19 +38,30 @@ class ActivationCache(dict):
 
 def cache_activations(model: GPT, idx: np.ndarray, targets: np.ndarray | None = None,
                       names: Iterable[str] | None = None) -> ActivationCache:
-    """Run model.forward(idx, targets) and copy its activations, all of them or only `names`.
+    """The activations of one forward pass of idx, all of them or only `names`.
 
-    Without targets the loss ops do not run, so "probs" and "losses" are left out (their
-    buffers would hold an earlier forward's values). The forward and the copies happen under
-    model.lock: a training step on another thread cannot overwrite the buffers half way."""
+    Without targets no backward can follow, so the model's lean inference forward runs
+    (model.infer): only the named activations get memory of their own, the rest share scratch
+    buffers (at GPT-2 124M's size and T=1024, asking for one layer's "blocks.{l}.attn.att"
+    costs that layer's (B, NH, T, T), not all twelve). The loss ops do not run then, so "probs"
+    and "losses" are left out. With targets, model.forward(idx, targets) runs and its buffers
+    are copied. Either way the cache's arrays are its own, and the model's training record
+    (model.acts) is what the last forward with targets left, under model.lock: a training step
+    on another thread cannot overwrite anything half way."""
     with model.lock:
-        model.forward(idx, targets)
-        recorded = [n for n in model.acts if targets is not None or n not in LOSS_NAMES]
+        if targets is not None:
+            model.forward(idx, targets)
+            recorded = list(model.acts)
+        else:
+            recorded = [n for n in activation_shapes(model.ops, model.config, 1, 1)]
         wanted = recorded if names is None else list(names)
         for name in wanted:
             if name not in recorded:
                 why = (" (it is computed only when the forward gets targets)"
-                       if name in LOSS_NAMES and name in model.acts else "")
+                       if name in LOSS_NAMES else "")
                 raise KeyError(f"no activation named {name!r} in this forward{why}; "
                                f"the model records: {recorded}")
-        return ActivationCache((name, model.acts[name].copy()) for name in wanted)
+        if targets is not None:
+            return ActivationCache((name, model.acts[name].copy()) for name in wanted)
+        _, kept = model.infer(idx, keep=wanted)
+        return ActivationCache(kept)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from . import runtime as _runtime  # noqa: F401  (sets thread-pool policy before numba loads)
 
 # isort: split
-from . import adamw, attention, clip, crossentropy, encoder, gelu, layernorm, matmul, residual
+from . import adamw, attention, attention_decode, clip, crossentropy, encoder, gelu, layernorm, matmul, residual
 
 #: A kernel: a function (compiled or plain Python) that writes its outputs into its first arguments.
 Kernel = Callable[..., object]
@@ -31,6 +31,7 @@ _SHIPPED: dict[str, Kernel] = {
     "matmul_backward": matmul.matmul_backward,
     "attention_forward": attention.attention_forward,
     "attention_backward": attention.attention_backward,
+    "attention_decode": attention_decode.attention_decode,
     "gelu_forward": gelu.gelu_forward,
     "gelu_backward": gelu.gelu_backward,
     "residual_forward": residual.residual_forward,

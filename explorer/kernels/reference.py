@@ -107,6 +107,11 @@ def attention_forward(qkv, n_head):
     return _merge_heads(att @ v), preatt, att
 
 
+def attention_decode(qkv, n_head, new):
+    """out (B, new, C): attention_forward's output rows of the last `new` positions of qkv."""
+    return attention_forward(qkv, n_head)[0][:, qkv.shape[1] - new:]
+
+
 def attention_backward(dout, qkv, att, n_head):
     """(dqkv (B, T, 3C), dpreatt (B, NH, T, T), datt (B, NH, T, T)) from dout (B, T, C).
 

@@ -147,6 +147,13 @@ def _attention_args(rng, s, dtype, backward):
             "att": att, "n_head": NH}
 
 
+def _attention_decode_args(rng, s, dtype):
+    """qkv of T positions, out for the last (T+1)//2 of them (one row when T is 1 or 2)."""
+    B, T, (NH, C) = s["B"], s["T"], _heads_and_size(s)
+    return {"out": _normal(rng, (B, (T + 1) // 2, C), dtype), "qkv": _normal(rng, (B, T, 3 * C), dtype),
+            "n_head": NH}
+
+
 def _elementwise_args(rng, s, dtype, names):
     shape = (s["B"], s["T"], s["C"])
     return {name: _normal(rng, shape, dtype, scale=2.0) for name in names}
@@ -217,6 +224,9 @@ KERNEL_SPECS = {
         ("dqkv", "dpreatt", "datt"),
         # dpreatt and datt are the kernel's scratch; only t2 <= t is defined
         masks=lambda a: {n: _causal(a["qkv"].shape[1]) for n in ("dpreatt", "datt")}),
+    "attention_decode": KernelSpec(
+        _attention_decode_args,
+        lambda a: {"out": ref.attention_decode(a["qkv"], a["n_head"], a["out"].shape[1])}, ("out",)),
     "gelu_forward": KernelSpec(
         lambda rng, s, dt: _elementwise_args(rng, s, dt, ("out", "inp")),
         lambda a: {"out": ref.gelu_forward(a["inp"])}, ("out",)),

@@ -12,7 +12,8 @@ Everything else reads this list, so a change here changes all of them:
 - `GPT.forward` calls each op's kernel, top to bottom, and records it (model.trace);
 - `GPT.backward` calls each op's backward kernel, bottom to top;
 - generation (generate.py) calls the forward kernels on the new positions, with a KV cache;
-- the activation buffers (model.acts, model.grad_acts) are sized from each op's `shapes`.
+- the activation buffers (model.acts, model.grad_acts) are sized from each op's `shapes`;
+- the inference forward (`GPT.infer`) reuses a buffer once `last_reads` says no later op reads it.
 """
 from __future__ import annotations
 
@@ -174,3 +175,16 @@ def gradient_shapes(ops: list[Op], shapes: dict[str, tuple[int, ...]]) -> dict[s
             if isinstance(x, Grad) and x.name in residual_inputs:
                 grads[f"{op.name}.inp"] = shapes[x.name]
     return grads
+
+
+def last_reads(ops: list[Op]) -> dict[str, int]:
+    """{activation: index in ops of the last op that reads it}, for everything ops write. An
+    activation that no op of the list reads (a layernorm's mean, attention's att: kept for the
+    backward) counts as last read by the op that writes it. An inference forward frees a
+    buffer for reuse once the op at this index has run."""
+    last = {name: i for i, op in enumerate(ops) for name in op.outputs.values()}
+    for i, op in enumerate(ops):
+        for x in op.inputs.values():
+            if isinstance(x, str) and x in last:
+                last[x] = i
+    return last

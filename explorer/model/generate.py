@@ -5,10 +5,10 @@ on one position only: every op of model.ops (architecture.py) is called on that 
 through the kernel registry, as in training, so a kernel swapped with `kernels.register` or
 `kernels.use` is the kernel that samples too. The one difference is attention, which needs
 the earlier positions: their q, k, v are kept per layer (the cache), and the registry's
-`attention_forward` runs over all positions so far. That kernel knows no cache: it recomputes
-the earlier rows of its causal attention as well, O(t^2) work per token where a dedicated
-decode kernel would do O(t); we keep the kernel the student can swap. Nothing of the model's
-training record (model.acts, model.trace) is touched.
+`attention_decode` (kernels/attention_decode.py) computes the new positions' rows against
+them: O(t) work per new token and head, where attention_forward over all t positions would
+recompute every earlier row, O(t^2). Swap `attention_decode` to change how sampling attends.
+Nothing of the model's training record (model.acts, model.trace) is touched.
 """
 from __future__ import annotations
 
@@ -33,21 +33,20 @@ class KVCache:
         self.batch_size, self.capacity = batch_size, capacity
         self.qkv: dict[str, np.ndarray] = {}
         self.length = 0
+        self.shapes: dict[int, dict] = {}   # T -> activation shapes of a run on T positions
 
 
 def _attend(cache, name, qkv, n_head):
-    """The registry's attention_forward over positions 0..n-1, where qkv (B, T, 3C) holds the
-    new ones (cache.length..n-1); returns their rows of out (B, T, C)."""
+    """Appends qkv (B, T, 3C) of the new positions to the cache of attention op `name`;
+    returns their rows of out (B, T, C), from the registry's attention_decode."""
     B, T, C3 = qkv.shape
     start, n = cache.length, cache.length + T
     if name not in cache.qkv:
         cache.qkv[name] = np.zeros((B, cache.capacity, C3), np.float32)
     cache.qkv[name][:, start:n] = qkv
-    every = np.ascontiguousarray(cache.qkv[name][:, :n])     # kernels take contiguous arrays
-    out = np.empty((B, n, C3 // 3), np.float32)
-    preatt, att = np.empty((B, n_head, n, n), np.float32), np.empty((B, n_head, n, n), np.float32)
-    kernels.get("attention_forward")(out, preatt, att, every, n_head)
-    return np.ascontiguousarray(out[:, start:])
+    out = np.empty((B, T, C3 // 3), np.float32)
+    kernels.get("attention_decode")(out, cache.qkv[name][:, :n], n_head)
+    return out
 
 
 def _run_positions(model, cache, tokens):
@@ -57,7 +56,9 @@ def _run_positions(model, cache, tokens):
     tokens = np.ascontiguousarray(tokens, dtype=np.int64)
     B, T = tokens.shape
     start = cache.length
-    shapes = activation_shapes(model.ops, model.config, B, T)
+    if T not in cache.shapes:   # computed once per generate for the one-position steps
+        cache.shapes[T] = activation_shapes(model.ops, model.config, B, T)
+    shapes = cache.shapes[T]
     tensors = {**model.params, "idx": tokens}
     for op in model.ops:
         inputs = {arg: tensors[x] if isinstance(x, str) else x for arg, x in op.inputs.items()}

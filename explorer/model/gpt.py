@@ -4,6 +4,7 @@
     logits, loss = model.forward(idx, targets)   # idx, targets: int arrays (B, T)
     model.backward()                             # fills model.grads (same names as params)
     model.trace                                  # every op of the last forward and backward
+    logits, acts = model.infer(idx, keep=["blocks.3.attn.att"])   # no backward: lean buffers
 
 Architecture (GPT-2 exactly): token + learned position embedding; n_layer pre-LN blocks
     x = x + attn(ln1(x));  x = x + mlp(ln2(x))   with mlp = proj(gelu(fc(.)))
@@ -13,6 +14,7 @@ bottom to top, and generation (generate.py) with a KV cache.
 """
 import math
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +22,7 @@ from numpy.typing import ArrayLike
 
 from .. import kernels
 from ..kernels.runtime import compute_lock
-from .architecture import LOSS, Grad, activation_shapes, gpt2_ops, gradient_shapes
+from .architecture import LOSS, Grad, activation_shapes, gpt2_ops, gradient_shapes, last_reads
 from .config import GPTConfig, param_shapes
 
 
@@ -37,6 +39,30 @@ class OpRecord:
     outputs: dict
     inputs: dict
     inverts: str | None = None
+
+
+class ScratchBuffers:
+    """float32 buffers handed out by shape and given back for reuse, kept between calls; a
+    call with other shapes (another B or T) frees those that no longer fit."""
+
+    def __init__(self):
+        self.free: dict[tuple[int, ...], list[np.ndarray]] = {}
+
+    def take(self, shape):
+        shape = tuple(shape)
+        spare = self.free.get(shape)
+        return spare.pop() if spare else np.empty(shape, np.float32)
+
+    def give(self, array):
+        self.free.setdefault(array.shape, []).append(array)
+
+    def keep_only(self, shapes):
+        """Free the spare buffers of any shape not among `shapes`."""
+        wanted = {tuple(shape) for shape in shapes}
+        self.free = {shape: arrays for shape, arrays in self.free.items() if shape in wanted}
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for arrays in self.free.values() for a in arrays)
 
 
 class GPT:
@@ -66,6 +92,7 @@ class GPT:
         self._shape = None    # (B, T) the activation buffers are sized for
         self._has_targets = False
         self._backward_done = False
+        self._scratch = ScratchBuffers()   # the inference forward's reusable buffers
         self.tokenizer = None  # text <-> ids for this vocabulary, when known (explorer.pretrained sets it)
         if init:
             self.init_weights(seed)
@@ -185,6 +212,49 @@ class GPT:
         # mean over the positions that count (targets of -1 are ignored)
         self._num_targets = int(np.count_nonzero(targets >= 0))
         return self.acts["logits"], float(np.sum(self.acts["losses"], dtype=np.float64) / self._num_targets)
+
+    # ----------------------------------------------------------------- inference
+    def infer(self, idx: ArrayLike, keep: Iterable[str] = ()) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The forward pass for when no backward follows: logits (B, T, V) for idx (B, T), and
+        {name: activation} of the activations named in `keep` (names as in model.acts, e.g.
+        "blocks.3.attn.att"). Same ops, same registry kernels, same results as forward(idx);
+        but only the kept activations and the logits get buffers of their own (new arrays,
+        the caller's to keep). Every other activation lives in a scratch buffer that is reused
+        as soon as no later op reads it (architecture.last_reads): a layer's attention
+        matrices, 2 x NH x T^2 floats, exist once, not once per layer, and nothing is sized for
+        a backward. The training record (model.acts, model.grad_acts, model.trace) is untouched."""
+        idx = self._check_tokens(idx, "idx")
+        B, T = idx.shape
+        shapes = activation_shapes(self.ops, self.config, B, T)
+        if isinstance(keep, str):
+            raise TypeError(f"keep must be a list of activation names, got the string {keep!r} "
+                            f"(write keep=[{keep!r}])")
+        keep = list(dict.fromkeys(keep))
+        unknown = [name for name in keep if name not in shapes]
+        if unknown:
+            raise KeyError(f"no activation named {unknown[0]!r} in the inference forward; "
+                           f"expected names from: {list(shapes)}")
+        with compute_lock:
+            kept = self._infer(idx, shapes, {*keep, "logits"})
+        return kept["logits"], {name: kept[name] for name in keep}
+
+    def _infer(self, idx, shapes, own):
+        last = last_reads(self.ops)
+        self._scratch.keep_only(shapes.values())
+        tensors = {**self.params, "idx": idx}
+        kept = {}
+        for i, op in enumerate(self.ops):
+            for name in op.outputs.values():
+                fresh = name in own
+                tensors[name] = np.empty(shapes[name], np.float32) if fresh else self._scratch.take(shapes[name])
+                if fresh:
+                    kept[name] = tensors[name]
+            names = (*op.outputs.values(), *op.inputs.values())
+            kernels.get(op.kernel)(*(tensors[x] if isinstance(x, str) else x for x in names))
+            for name in {x for x in names if isinstance(x, str)}:
+                if last.get(name) == i and name not in own:
+                    self._scratch.give(tensors.pop(name))
+        return kept
 
     # ----------------------------------------------------------------- backward
     def backward(self) -> None:
