@@ -46,7 +46,7 @@ def resid_pre_name(layer: int, model: GPT) -> str:
 
 @contextmanager
 def hooks(model: GPT, fns: Mapping[str, Hook]) -> Iterator[GPT]:
-    """Within the block, model.forward calls fns[name](activation) after writing each name.
+    """Within the block, model.forward and model.infer call fns[name](activation) after writing each name.
     Holds model.lock throughout (no other thread runs the model with the hooks in), and puts
     back whatever hooks were there before, even when the block raises."""
     known = hook_points(model)
@@ -66,11 +66,11 @@ def hooks(model: GPT, fns: Mapping[str, Hook]) -> Iterator[GPT]:
 
 
 def run_with_hooks(model: GPT, idx: np.ndarray, fns: Mapping[str, Hook]) -> np.ndarray:
-    """Logits (B, T, V) of model.forward(idx) with the hooks in `fns`: a copy, so they outlive
-    the model's next forward."""
+    """Logits (B, T, V) of the model's inference forward (model.infer: no backward record) on
+    idx, with the hooks in `fns`; the logits are a new array, the caller's to keep."""
     with hooks(model, fns):
-        logits, _ = model.forward(idx)
-        return logits.copy()
+        logits, _ = model.infer(idx)
+        return logits
 
 
 def replace_with(value: np.ndarray, where: tuple = (...,)) -> Hook:

@@ -251,6 +251,8 @@ class GPT:
                     kept[name] = tensors[name]
             names = (*op.outputs.values(), *op.inputs.values())
             kernels.get(op.kernel)(*(tensors[x] if isinstance(x, str) else x for x in names))
+            for name in self.hooks.keys() & op.outputs.values():   # as in _forward
+                self.hooks[name](tensors[name])
             for name in {x for x in names if isinstance(x, str)}:
                 if last.get(name) == i and name not in own:
                     self._scratch.give(tensors.pop(name))
