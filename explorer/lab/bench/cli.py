@@ -1,4 +1,4 @@
-"""How fast is a training step? explorer against PyTorch eager, side by side.
+"""How fast is a training step? explorer against PyTorch eager and torch.compile, side by side.
 
 The command line: `explorer bench` (explorer/cli.py), `python -m explorer.lab.bench`, and
 the entry point of explorer's worker processes (`--worker SPEC`, see workers.py).
@@ -15,8 +15,8 @@ from .workers import worker_main
 
 def build_parser():
     p = argparse.ArgumentParser(prog="explorer bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--configs", default="tiny,small",
-                   help=f"comma-separated, from: {', '.join(CONFIGS)} (default: tiny,small)")
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help=f"comma-separated, from: {', '.join(CONFIGS)} (default: all)")
     p.add_argument("--rounds", type=int, default=3, help="processes per framework and config (default 3)")
     p.add_argument("--steps", type=int, default=None, help="timed steps per process (default: per config)")
     p.add_argument("--warmup", type=int, default=None, help="untimed steps first (default: per config)")
@@ -24,6 +24,7 @@ def build_parser():
                    help="square matmul sizes for the float32 peak (default 1024,2048,3072)")
     p.add_argument("--json", metavar="PATH", help="also write the full results as JSON")
     p.add_argument("--no-torch", action="store_true", help="time explorer alone")
+    p.add_argument("--no-compile", action="store_true", help="leave torch.compile out (eager PyTorch only)")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up measurements")
     p.add_argument("--worker", help=argparse.SUPPRESS)   # internal: run one measurement, print JSON
     return p
@@ -49,8 +50,8 @@ def main_bench(argv=None):
         raise SystemExit(f"--gemm-sizes must be comma-separated integers, got {args.gemm_sizes!r}") from None
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     report = run_bench(configs, rounds=args.rounds, steps=args.steps, warmup=args.warmup,
-                       torch=not args.no_torch, startup=not args.no_startup, gemm_sizes=gemm_sizes,
-                       log=log)
+                       torch=not args.no_torch, compile=not args.no_compile, startup=not args.no_startup,
+                       gemm_sizes=gemm_sizes, log=log)
     print(format_report(report))
     if args.json:
         write_json(report, args.json)

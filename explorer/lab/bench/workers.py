@@ -13,7 +13,8 @@ import numpy as np  # (explorer, this module's package, has set the thread setti
 from .configs import BenchConfig, RandomTokens
 
 RESULT_MARK = "BENCH_RESULT "   # a worker's last stdout line: this mark, then JSON
-#: What explorer/kernels/runtime.py sets for its own thread pools; PyTorch runs with its defaults.
+#: What explorer/kernels/runtime.py sets for its own thread pools; PyTorch's worker runs without
+#: them, but with the same OpenMP wait policy (launch.torch_env says why).
 EXPLORER_ENV = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "KMP_BLOCKTIME")
 
 
@@ -22,13 +23,15 @@ def _runtime_info():
     import numba
     from threadpoolctl import threadpool_info
 
+    from .blas import blas_pools
+
     try:
         layer = numba.threading_layer()
     except ValueError:               # no parallel kernel ran yet
         layer = "(not started)"
     blas = [f"{p.get('internal_api')} {p.get('version')} x{p.get('num_threads')}" for p in threadpool_info()]
     return {"numba_threading_layer": layer, "numba_threads": numba.get_num_threads(),
-            "thread_pools": blas, "cpu_count": usable_cores(),
+            "thread_pools": blas, "blas": blas_pools(), "cpu_count": usable_cores(),
             "env": {k: os.environ.get(k) for k in EXPLORER_ENV}}
 
 
