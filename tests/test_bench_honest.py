@@ -103,7 +103,7 @@ def _fake_report(compile_fails=False):
     return {"machine": {"cpu": "Test CPU", "cpu_vector": "AVX-512", "cores": 2, "machine_cores": 2,
                         "python": "3.11", "numpy": "2", "numba": "0.68"},
             "blas": unpinned, "warnings": [], "load_average_before": (1.0,), "load_average_after": (2.0,),
-            "torch_note": None, "compile_note": None, "configs": {"tiny": entry},
+            "torch_note": None, "compile_note": None, "torch_wait_policy": "passive", "configs": {"tiny": entry},
             "gemm_peak": {"gflops": 400.0, "measurements": [{"gflops": 400.0, "by_size": {"1024": 400.0}}] * 2}}
 
 
@@ -125,6 +125,7 @@ def test_report_shows_every_column():
     assert cells == ["30.0", "60.0", "40.0", "0.50", "0.75", f"{floor:.1f}", f"{30 / floor:.2f}", f"{floor / 30:.2f}"]
     assert row.split("|")[2].split() == ["61.0"]
     assert "NumPy's BLAS: openblas 0.3.31 kernel SkylakeX x2; unpinned" in text
+    assert "PyTorch's OpenMP wait policy: passive" in text
     assert "compile  torch 2: 2 threads (interop 2), CPU kernels AVX512, BLAS mkl" in text
 
 
@@ -174,3 +175,12 @@ def test_torch_compile_is_timed_apart_from_its_steps_or_its_failure_is_reported(
     assert done["compiled"] and len(done["step_s"]) == MICRO.steps
     assert done["compile_s"] > max(done["step_s"])        # compiling took longer than a warm step
     assert abs(done["first_loss"] - math.log(MICRO.vocab_size)) < 0.3
+
+
+def test_torch_wait_policy_is_a_choice(monkeypatch):
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")      # as explorer's import sets it
+    assert "OMP_WAIT_POLICY" not in launch.torch_env()    # PyTorch's own default
+    assert launch.torch_env(wait_policy="passive")["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert launch.torch_env("/tmp/x")["TORCHINDUCTOR_CACHE_DIR"] == "/tmp/x"
+    with pytest.raises(ValueError, match="wait_policy must be 'pytorch' or 'passive', got 'spin'"):
+        launch.torch_env(wait_policy="spin")

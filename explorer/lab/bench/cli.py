@@ -25,6 +25,11 @@ def build_parser():
     p.add_argument("--json", metavar="PATH", help="also write the full results as JSON")
     p.add_argument("--no-torch", action="store_true", help="time explorer alone")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out (eager PyTorch only)")
+    p.add_argument("--compile-rounds", type=int, default=None,
+                   help="rounds that include torch.compile (default: all; each one compiles anew)")
+    p.add_argument("--torch-wait-policy", choices=("pytorch", "passive"), default="pytorch",
+                   help="PyTorch's OpenMP threads: 'pytorch' keeps its default (spin while waiting), "
+                        "'passive' sleeps as explorer's do; use it on a host other processes load")
     p.add_argument("--no-startup", action="store_true", help="skip the start-up measurements")
     p.add_argument("--worker", help=argparse.SUPPRESS)   # internal: run one measurement, print JSON
     return p
@@ -35,7 +40,8 @@ def main_bench(argv=None):
     args = build_parser().parse_args(argv)
     if args.worker:
         return worker_main(json.loads(args.worker))
-    for number, what in ((args.rounds, "--rounds"), (args.steps, "--steps"), (args.warmup, "--warmup")):
+    for number, what in ((args.rounds, "--rounds"), (args.steps, "--steps"), (args.warmup, "--warmup"),
+                         (args.compile_rounds, "--compile-rounds")):
         if number is not None and number < 1:
             raise SystemExit(f"{what} must be at least 1, got {number}")
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
@@ -51,7 +57,8 @@ def main_bench(argv=None):
     log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
     report = run_bench(configs, rounds=args.rounds, steps=args.steps, warmup=args.warmup,
                        torch=not args.no_torch, compile=not args.no_compile, startup=not args.no_startup,
-                       gemm_sizes=gemm_sizes, log=log)
+                       gemm_sizes=gemm_sizes, compile_rounds=args.compile_rounds,
+                       torch_wait_policy=args.torch_wait_policy, log=log)
     print(format_report(report))
     if args.json:
         write_json(report, args.json)

@@ -89,28 +89,31 @@ def torch_available():
     return None
 
 
-def torch_env(inductor_cache=None):
-    """PyTorch's environment: explorer's exported thread settings dropped, except the OpenMP
-    wait policy: PyTorch's threads wait as explorer's do (PASSIVE: they sleep, unless the user
-    started with another policy, which explorer then keeps too). Why: on a 2-core host that
-    other processes load, PyTorch's default spinning threads took ~700 ms for a step that takes
-    3-7 ms with PASSIVE (a 1-layer C16 model, load average 8): the comparison would measure the
-    load, not the frameworks.
+def torch_env(inductor_cache=None, wait_policy="pytorch"):
+    """PyTorch's environment: explorer's exported thread settings dropped, so PyTorch runs with
+    its own defaults. wait_policy="passive": its OpenMP threads sleep while waiting, as explorer's
+    do. Which is fair depends on the host: on an idle one, PASSIVE slowed PyTorch's tiny step
+    by ~20% (179-196 -> 221-254 ms); on a 2-core host other processes load, PyTorch's default
+    spinning threads took ~700 ms for a step that takes 3-7 ms with PASSIVE (a 1-layer C16 model,
+    load average 8), and the comparison would measure the load, not the frameworks.
     inductor_cache: a folder for torch.compile's cache (an empty one times a cold compile)."""
+    if wait_policy not in ("pytorch", "passive"):
+        raise ValueError(f"wait_policy must be 'pytorch' or 'passive', got {wait_policy!r}")
     env = {k: v for k, v in os.environ.items() if k not in EXPLORER_ENV}
-    env["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    if wait_policy == "passive":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     if inductor_cache:
         env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache)
     return env
 
 
-def run_torch_worker(cfg, compiled=False):
+def run_torch_worker(cfg, compiled=False, wait_policy="pytorch"):
     """PyTorch's step for `cfg`, eager or torch.compile'd (then with an empty inductor cache,
     so its compile time is what a first run pays)."""
     if not compiled:
-        return run_worker(torch_cmd(cfg), env=torch_env())
+        return run_worker(torch_cmd(cfg), env=torch_env(wait_policy=wait_policy))
     with tempfile.TemporaryDirectory(prefix="explorer-bench-inductor-") as cache:
-        return run_worker(torch_cmd(cfg, compiled=True), env=torch_env(cache))
+        return run_worker(torch_cmd(cfg, compiled=True), env=torch_env(cache, wait_policy))
 
 
 def compiler_missing():

@@ -35,6 +35,8 @@ def format_report(report):
              f"end {peak['measurements'][-1]['gflops']:.1f})",
              "load average (1 min) before / after: "
              f"{report['load_average_before'][0]:.2f} / {report['load_average_after'][0]:.2f}"]
+    if report.get("torch_wait_policy"):
+        lines.append(f"PyTorch's OpenMP wait policy: {report['torch_wait_policy']}")
     for key in ("torch_note", "compile_note"):
         if report.get(key):
             lines.append(f"NOTE: {report[key]}")

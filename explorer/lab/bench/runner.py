@@ -23,17 +23,19 @@ from .workers import usable_cores
 FRAMEWORKS = ("explorer", "torch", "compile")   # explorer, PyTorch eager, torch.compile (inductor)
 
 
-def _run_one(framework, cfg):
+def _run_one(framework, cfg, torch_wait_policy):
     if framework == "explorer":
         return run_worker(explorer_cmd("step", cfg))
-    return run_torch_worker(cfg, compiled=framework == "compile")
+    return run_torch_worker(cfg, compiled=framework == "compile", wait_policy=torch_wait_policy)
 
 
 def run_bench(configs=("tiny", "small"), rounds=3, steps=None, warmup=None, torch=True, compile=True,
-              startup=True, gemm_sizes=(1024, 2048, 3072), log=print):
+              startup=True, gemm_sizes=(1024, 2048, 3072), compile_rounds=None, torch_wait_policy="pytorch",
+              log=print):
     """Time each config in `rounds` rounds of explorer / PyTorch eager / torch.compile processes
-    (each round starts with the next one, so a slow spell hits all alike). Returns a JSON-able
-    dict; format_report() prints it. `log` gets progress lines."""
+    (each round starts with the next one, so a slow spell hits all alike; torch.compile only in
+    the first `compile_rounds`, default all). torch_wait_policy: launch.torch_env's. Returns a
+    JSON-able dict; format_report() prints it. `log` gets progress lines."""
     why_no_torch = torch_available() if torch else "PyTorch timing turned off"
     why_no_compile = why_no_torch or (None if compile else "torch.compile timing turned off")
     if why_no_compile is None and compiler_missing():
@@ -41,7 +43,7 @@ def run_bench(configs=("tiny", "small"), rounds=3, steps=None, warmup=None, torc
         log(f"NOTE: {compiler_missing()}")
     report = {"machine": machine_info(), "load_average_before": os.getloadavg(),
               "torch_note": why_no_torch, "compile_note": why_no_compile or compiler_missing(),
-              "configs": {}}
+              "torch_wait_policy": torch_wait_policy, "configs": {}}
     log("measuring the float32 GEMM ceiling (NumPy matmul) ...")
     peaks = [measure_gemm_peak(gemm_sizes)]
     frameworks = [f for f in FRAMEWORKS if f == "explorer" or (f == "torch" and not why_no_torch)
@@ -52,8 +54,9 @@ def run_bench(configs=("tiny", "small"), rounds=3, steps=None, warmup=None, torc
                              **({"warmup": warmup} if warmup else {})})
         runs = {f: [] for f in FRAMEWORKS}
         for r in range(rounds):
-            for framework in frameworks[r % len(frameworks):] + frameworks[:r % len(frameworks)]:
-                result = _run_one(framework, cfg)
+            these = [f for f in frameworks if f != "compile" or compile_rounds is None or r < compile_rounds]
+            for framework in these[r % len(these):] + these[:r % len(these)]:
+                result = _run_one(framework, cfg, torch_wait_policy)
                 runs[framework].append(result)
                 what = (f"compile failed after {result['compile_failed_after_s']:.1f} s" if "compile_error" in result
                         else f"median {1e3 * statistics.median(result['step_s']):9.1f} ms/step")
