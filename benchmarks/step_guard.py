@@ -12,7 +12,6 @@ has none:    python benchmarks/step_guard.py [tiny,small,124m] [steps]
 """
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -20,6 +19,7 @@ from explorer import GPT, GPTConfig, Trainer, kernels
 from explorer.kernels.adamw import count_nonfinite
 from explorer.lab.bench.blas import blas_pools, describe, rerun_unpinned
 from explorer.lab.bench.configs import CONFIGS
+from explorer.lab.bench.gemm import median_seconds
 from explorer.train.trainer import interrupts_deferred
 
 
@@ -33,12 +33,7 @@ class RandomTokens:
 
 
 def _seconds(fn, repeat=5):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(fn, repeat)
 
 
 def _deferred():

@@ -18,7 +18,6 @@ On a loaded host every figure that waits for a second thread grows: report `upti
 import argparse
 import statistics
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -32,18 +31,13 @@ from explorer.kernels.matmul import add_bias  # noqa: E402
 from explorer.kernels.runtime import using_threads  # noqa: E402
 from explorer.lab.bench.blas import blas_pools, describe, rerun_unpinned  # noqa: E402
 from explorer.lab.bench.configs import get_config  # noqa: E402
-from explorer.lab.bench.gemm import floor_ms, products, time_products  # noqa: E402
+from explorer.lab.bench.gemm import floor_ms, median_seconds, products, time_products  # noqa: E402
 from explorer.lab.bench.workers import gemm_peak_worker, make_trainer  # noqa: E402
 
 
-def _median_us(fn, repeat=2000):
+def _median_us(fn, repeats=2000):
     fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e6 * statistics.median(times)
+    return 1e6 * median_seconds(fn, repeats)
 
 
 def kernel_calls(trainer):

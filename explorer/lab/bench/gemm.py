@@ -68,6 +68,16 @@ def operands(lib, m, k, n, how, rng):
     return (lambda: np.matmul(left, right, out=out)), left, right, out
 
 
+def median_seconds(fn, repeats=5):
+    """Median seconds of `repeats` calls of fn()."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
 def time_products(lib, cfg, repeats):
     """Median seconds of each of cfg's products (products()) with `lib`'s matmul, in this process."""
     import numpy as np
@@ -76,11 +86,6 @@ def time_products(lib, cfg, repeats):
     seconds = {}
     for name, m, k, n, how, _ in products(cfg):
         fn = operands(lib, m, k, n, how, rng)[0]
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        seconds[name] = statistics.median(times)
+        fn()                                    # warm: the BLAS threads wake, caches fill
+        seconds[name] = median_seconds(fn, repeats)
     return seconds
