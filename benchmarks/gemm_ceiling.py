@@ -50,6 +50,7 @@ def _run(lib, config, repeats):
 
 
 def main(argv=None):
+    from explorer.lab.bench.blas import cpu_flags, describe, kernel_warnings
     from explorer.lab.bench.configs import get_config, step_flops
     from explorer.lab.bench.launch import measure_gemm_peak, torch_available
     from explorer.lab.bench.workers import RESULT_MARK
@@ -66,8 +67,11 @@ def main(argv=None):
         print(RESULT_MARK + json.dumps(worker(spec["lib"], spec["config"], spec["repeats"])))
         return 0
     libs = ["numpy"] if args.no_torch or torch_available() else ["numpy", "torch"]
-    peak = measure_gemm_peak()["gflops"]
-    print(f"GEMM peak (NumPy, square sizes): {peak:.1f} GFLOP/s")
+    measured = measure_gemm_peak()          # workers run without the OpenBLAS pins (launch.run_worker)
+    peak = measured["gflops"]
+    print(f"GEMM peak (NumPy, square sizes): {peak:.1f} GFLOP/s; NumPy's BLAS: {describe(measured['blas'])}")
+    for warning in kernel_warnings(measured["blas"], cpu_flags()):
+        print(warning)
     for name in args.configs.split(","):
         cfg = get_config(name)
         runs = {lib: [] for lib in libs}

@@ -57,10 +57,14 @@ def kernel_calls(trainer):
     return calls
 
 
-def per_call_costs(threads):
-    """Microseconds of one near-empty call of each kind, with `threads` threads."""
+def per_call_costs(threads, cfg):
+    """Microseconds of one near-empty call of each kind, with `threads` threads; and of one
+    of the step's own products (attn.proj forward, N x C by C x C) alone and right after a
+    Numba parallel call (the BLAS threads were asleep: the hand-over between the two pools)."""
     out1, bias1 = np.zeros((threads, 1), np.float32), np.zeros(1, np.float32)
     a, c = np.ones((8, 8), np.float32), np.empty((8, 8), np.float32)
+    N, C = cfg.batch_size * cfg.seq_len, cfg.n_embd
+    x, w, y = np.ones((N, C), np.float32), np.ones((C, C), np.float32), np.empty((N, C), np.float32)
     residual = kernels.get("residual_forward")
     tiny = np.zeros((1, 1, 1), np.float32)
     with using_threads(threads):
@@ -68,7 +72,11 @@ def per_call_costs(threads):
         parallel = _median_us(lambda: add_bias(out1, bias1))
         blas = _median_us(lambda: np.matmul(a, a, out=c))
         both = _median_us(lambda: (np.matmul(a, a, out=c), add_bias(out1, bias1)))
-    return {"registry+dispatch (1-element residual, 1 thread)": serial,
+        product = _median_us(lambda: np.matmul(x, w.T, out=y), repeats=300)
+        after = _median_us(lambda: (add_bias(out1, bias1), np.matmul(x, w.T, out=y)), repeats=300) - parallel
+    return {f"step product {N}x{C}x{C}, back to back": product,
+            f"step product {N}x{C}x{C}, after a Numba parallel call": after,
+            "registry+dispatch (1-element residual, 1 thread)": serial,
             "parallel kernel fork/join (add_bias on 1 row per thread)": parallel,
             "BLAS call (8x8 matmul)": blas, "BLAS then Numba parallel": both}
 
@@ -112,7 +120,7 @@ def main(argv=None):
     blas_calls = calls["matmul_forward"] + 2 * calls["matmul_backward"]    # 1 product forward, 2 backward
     print(f"  kernel calls per step: {sum(calls.values())} through the registry "
           f"({', '.join(f'{k} {v}' for k, v in calls.most_common())}); BLAS products {blas_calls}")
-    costs = {t: per_call_costs(t) for t in (1, 2)}
+    costs = {t: per_call_costs(t, cfg) for t in (1, 2)}
     for kind in costs[1]:
         one, two = costs[1][kind], costs[2][kind]
         print(f"  {kind:58s} 1 thread {one:7.1f} us" + ("" if two is None else f"   2 threads {two:7.1f} us"))
