@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from explorer.lab.bench import blas, configs, gemm, launch, runner
@@ -184,3 +185,45 @@ def test_torch_wait_policy_is_a_choice(monkeypatch):
     assert launch.torch_env("/tmp/x")["TORCHINDUCTOR_CACHE_DIR"] == "/tmp/x"
     with pytest.raises(ValueError, match="wait_policy must be 'pytorch' or 'passive', got 'spin'"):
         launch.torch_env(wait_policy="spin")
+
+
+def test_matmul_backward2_passes_the_labs_check_and_uses_one_blas_thread(monkeypatch):
+    """The numbered variant is checked by the kernel lab's own check (reference, gradients,
+    races), and its weight-gradient product really runs with BLAS limited to one thread."""
+    from threadpoolctl import threadpool_info
+
+    from explorer import kernels
+    from explorer.kernels import matmul
+    from explorer.lab.check import check_kernel
+
+    assert kernels.VARIANTS["matmul_backward"]["blas2"] is matmul.matmul_backward2
+    report = check_kernel("matmul_backward", matmul.matmul_backward2, timing=False)
+    assert report.passed, str(report)
+    seen = []
+    real = np.matmul
+
+    def spying(a, b, out=None):
+        seen.append(max((p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"), default=None))
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(matmul.np, "matmul", spying)
+    rng = np.random.default_rng(0)
+    inp, dout, w = (rng.standard_normal(s, dtype=np.float32) for s in ((2, 3, 4), (2, 3, 5), (5, 4)))
+    dinp, dw, db = np.empty_like(inp), np.empty_like(w), np.empty(5, np.float32)
+    matmul.matmul_backward2(dinp, dw, db, dout, inp, w)
+    assert seen[1] == 1, seen                     # the weight gradient: one thread
+    monkeypatch.setattr(matmul.np, "matmul", real)
+    np.testing.assert_allclose(dw, dout.reshape(-1, 5).T @ inp.reshape(-1, 4), rtol=1e-5, atol=1e-6)
+
+
+def test_bench_times_a_variant_beside_the_default(monkeypatch):
+    monkeypatch.setitem(configs.CONFIGS, "micro", MICRO)
+    report = runner.run_bench(["micro"], rounds=1, torch=False, startup=False, gemm_sizes=(64,),
+                              variants=["matmul_backward=blas2"], log=lambda s: None)
+    assert report["default_kernels"]["matmul_backward"] == "blas"
+    run = report["configs"]["micro"]["runs"]["explorer:matmul_backward=blas2"][0]
+    assert run["kernel_versions"]["matmul_backward"] == "blas2"
+    text = bench_report.format_report(report)
+    assert "explorer's default kernels (shipped" in text and "matmul_backward=blas2:" in text
+    with pytest.raises(ValueError, match="no shipped variant; expected KERNEL=VARIANT"):
+        runner.parse_variants(["matmul_backward=fast"])

@@ -9,7 +9,7 @@ import sys
 
 from .configs import CONFIGS, get_config
 from .report import format_report, write_json
-from .runner import run_bench
+from .runner import parse_variants, run_bench
 from .workers import worker_main
 
 
@@ -25,6 +25,9 @@ def build_parser():
     p.add_argument("--json", metavar="PATH", help="also write the full results as JSON")
     p.add_argument("--no-torch", action="store_true", help="time explorer alone")
     p.add_argument("--no-compile", action="store_true", help="leave torch.compile out (eager PyTorch only)")
+    p.add_argument("--variant", action="append", default=[], metavar="KERNEL=VARIANT",
+                   help="also time explorer with a shipped kernel variant, e.g. matmul_backward=blas2 "
+                        "(repeatable); the report prints the default and each variant's ratio to it")
     p.add_argument("--compile-rounds", type=int, default=None,
                    help="rounds that include torch.compile (default: all; each one compiles anew)")
     p.add_argument("--torch-wait-policy", choices=("pytorch", "passive"), default="pytorch",
@@ -48,6 +51,7 @@ def main_bench(argv=None):
     try:
         for c in configs:
             get_config(c)
+        parse_variants(args.variant)
     except ValueError as e:
         raise SystemExit(str(e)) from None
     try:
@@ -58,7 +62,7 @@ def main_bench(argv=None):
     report = run_bench(configs, rounds=args.rounds, steps=args.steps, warmup=args.warmup,
                        torch=not args.no_torch, compile=not args.no_compile, startup=not args.no_startup,
                        gemm_sizes=gemm_sizes, compile_rounds=args.compile_rounds,
-                       torch_wait_policy=args.torch_wait_policy, log=log)
+                       torch_wait_policy=args.torch_wait_policy, variants=args.variant, log=log)
     print(format_report(report))
     if args.json:
         write_json(report, args.json)

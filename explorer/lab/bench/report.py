@@ -52,7 +52,7 @@ def format_report(report):
     lines += ["", "floor: the step's GEMM FLOPs at the GEMM ceiling (the fastest a step on this BLAS can be);",
               "floor share: floor / explorer's step; ex x floor: explorer's step / floor; ratios < 1: explorer faster;",
               "compile s: torch.compile's first step less an ordinary one (empty inductor cache), the slowest round."]
-    lines += _failure_lines(report)
+    lines += _failure_lines(report) + _variant_lines(report)
     lines += ["", "rounds (median ms per process, in run order):"]
     for name, entry in report["configs"].items():
         for framework, r in entry["summary"].items():
@@ -67,6 +67,21 @@ def format_report(report):
     if "startup_error" in report:
         lines += ["", f"start-up measurement failed: {report['startup_error']}"]
     return "\n".join(lines)
+
+
+def _variant_lines(report):
+    """The kernel versions the default explorer ran, and each variant timed beside it."""
+    if "default_kernels" not in report:
+        return []
+    lines = ["", "explorer's default kernels (shipped; each variant below ran in the same rounds): "
+             + ", ".join(f"{k}={v}" for k, v in report["default_kernels"].items())]
+    for name, entry in report["configs"].items():
+        for framework, r in entry["summary"].items():
+            if framework.startswith("explorer:"):
+                verdict = "faster" if r["ratio_over_default"] < 1 else "not faster"
+                lines.append(f"  {name:11s} {framework.split(':', 1)[1]}: {r['median_ms']:.1f} ms = "
+                             f"{r['ratio_over_default']:.2f} x the default ({verdict})")
+    return lines
 
 
 def _failure_lines(report):
@@ -90,7 +105,7 @@ def _thread_lines(report):
             if framework == "explorer":
                 lines.append(f"  explorer: numba layer {info['numba_threading_layer']} x{info['numba_threads']}; "
                              f"BLAS {describe(info['blas'])}; env {info['env']}")
-            else:
+            elif framework in ("torch", "compile"):
                 lines.append(f"  {framework:8s} torch {info['torch_version']}: {info['torch_threads']} threads "
                              f"(interop {info['interop_threads']}), CPU kernels {info['torch_cpu_capability']}, "
                              f"BLAS {info['torch_blas']}; env {info['env']}")

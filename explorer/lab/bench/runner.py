@@ -26,16 +26,37 @@ FRAMEWORKS = ("explorer", "torch", "compile")   # explorer, PyTorch eager, torch
 def _run_one(framework, cfg, torch_wait_policy):
     if framework == "explorer":
         return run_worker(explorer_cmd("step", cfg))
+    if framework.startswith("explorer:"):       # explorer:kernel=variant
+        name, variant = framework.split(":", 1)[1].split("=")
+        return run_worker(explorer_cmd("step", cfg, variants={name: variant}))
     return run_torch_worker(cfg, compiled=framework == "compile", wait_policy=torch_wait_policy)
+
+
+def parse_variants(specs):
+    """["matmul_backward=blas2", ...] -> frameworks ["explorer:matmul_backward=blas2", ...];
+    a clear error for an unknown kernel or variant."""
+    from explorer import kernels
+
+    out = []
+    for spec in specs or ():
+        name, _, variant = spec.partition("=")
+        options = kernels.VARIANTS.get(name, {})
+        if variant not in options:
+            known = ", ".join(f"{k}={v}" for k, vs in kernels.VARIANTS.items() for v in vs)
+            raise ValueError(f"--variant {spec!r}: no shipped variant; expected KERNEL=VARIANT, one of: {known}")
+        out.append(f"explorer:{name}={variant}")
+    return out
 
 
 def run_bench(configs=("tiny", "small"), rounds=3, steps=None, warmup=None, torch=True, compile=True,
               startup=True, gemm_sizes=(1024, 2048, 3072), compile_rounds=None, torch_wait_policy="pytorch",
-              log=print):
+              variants=(), log=print):
     """Time each config in `rounds` rounds of explorer / PyTorch eager / torch.compile processes
     (each round starts with the next one, so a slow spell hits all alike; torch.compile only in
     the first `compile_rounds`, default all). torch_wait_policy: launch.torch_env's. Returns a
-    JSON-able dict; format_report() prints it. `log` gets progress lines."""
+    JSON-able dict; format_report() prints it. `variants`: ["kernel=variant", ...], each timed as
+    one more explorer in every round, beside the default kernels. `log` gets progress lines."""
+    variant_frameworks = parse_variants(variants)
     why_no_torch = torch_available() if torch else "PyTorch timing turned off"
     why_no_compile = why_no_torch or (None if compile else "torch.compile timing turned off")
     if why_no_compile is None and compiler_missing():
@@ -47,12 +68,12 @@ def run_bench(configs=("tiny", "small"), rounds=3, steps=None, warmup=None, torc
     log("measuring the float32 GEMM ceiling (NumPy matmul) ...")
     peaks = [measure_gemm_peak(gemm_sizes)]
     frameworks = [f for f in FRAMEWORKS if f == "explorer" or (f == "torch" and not why_no_torch)
-                  or (f == "compile" and not why_no_compile)]
+                  or (f == "compile" and not why_no_compile)] + variant_frameworks
     for name in configs:
         cfg = get_config(name)
         cfg = BenchConfig(**{**asdict(cfg), **({"steps": steps} if steps else {}),
                              **({"warmup": warmup} if warmup else {})})
-        runs = {f: [] for f in FRAMEWORKS}
+        runs = {f: [] for f in (*FRAMEWORKS, *variant_frameworks)}
         for r in range(rounds):
             these = [f for f in frameworks if f != "compile" or compile_rounds is None or r < compile_rounds]
             for framework in these[r % len(these):] + these[:r % len(these)]:
@@ -61,6 +82,7 @@ def run_bench(configs=("tiny", "small"), rounds=3, steps=None, warmup=None, torc
                 what = (f"compile failed after {result['compile_failed_after_s']:.1f} s" if "compile_error" in result
                         else f"median {1e3 * statistics.median(result['step_s']):9.1f} ms/step")
                 log(f"  {name} round {r + 1}/{rounds} {framework:8s} {what}")
+        report["default_kernels"] = runs["explorer"][0]["kernel_versions"]
         report["configs"][name] = {"config": asdict(cfg), "flops_per_step": step_flops(cfg),
                                    "gemm_flops_per_step": gemm_flops(cfg),
                                    "params_without_wpe": count_params(cfg), "runs": runs}
@@ -110,6 +132,9 @@ def summarize(entry, peak_gflops):
         for other, key in (("torch", "ratio_explorer_over_torch"), ("compile", "ratio_explorer_over_compile")):
             if other in out:
                 out[key] = out["explorer"]["median_ms"] / out[other]["median_ms"]
+        for framework in out:
+            if framework.startswith("explorer:"):
+                out[framework]["ratio_over_default"] = out[framework]["median_ms"] / out["explorer"]["median_ms"]
     return out
 
 
