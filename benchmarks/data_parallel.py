@@ -1,8 +1,9 @@
 """Data-parallel training on one machine: 1 rank x 2 threads against 2 ranks x 1 thread, the
 gradient Allreduce's time and share of a step, and ZeRO-1's memory for AdamW's m and v.
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/data_parallel.py \\
-        [small,124m] [steps] [rounds]
+    python benchmarks/data_parallel.py [small,124m] [steps] [rounds]
+
+Every launch runs without the OpenBLAS pins (explorer/lab/bench/blas.py), as a user's machine.
 
 Configs are `explorer bench`'s (explorer/lab/bench/configs.py: small L6 C384 B16 T256; 124m GPT-2's
 shapes, B4 T64) on random tokens. Every run is a fresh launch (mpiexec for 2 ranks); rounds
@@ -19,12 +20,10 @@ import sys
 import tempfile
 import time
 
+from explorer.lab.bench.blas import unpinned_env
 from explorer.lab.bench.configs import CONFIGS, RandomTokens
 from explorer.lab.bench.workers import usable_cores
 from explorer.train.distributed import mpiexec_command, world
-
-#: pinning OpenBLAS's kernel would hide what a user's machine picks: measure unpinned
-UNPINNED = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def worker(config, threads, zero, warmup, steps, out):
@@ -56,7 +55,7 @@ def worker(config, threads, zero, warmup, steps, out):
 
 
 def launch(config, ranks, threads, zero, warmup, steps):
-    env = {k: v for k, v in os.environ.items() if k not in UNPINNED}
+    env = unpinned_env()     # pinning OpenBLAS's kernel would hide what a user's machine picks
     with tempfile.TemporaryDirectory() as folder:
         out = os.path.join(folder, "result.json")
         args = [os.path.abspath(__file__), "--worker", config, str(threads), str(zero),

@@ -17,58 +17,17 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-
-def products(cfg):
-    """(name, m, k, n, how, count per step) for one step's products; how says which operand
-    is transposed, as in explorer/kernels/matmul.py: 'x@w.T' (forward), 'dy@w' (input
-    gradient), 'dy.T@x' (weight gradient)."""
-    N, C, V = cfg.batch_size * cfg.seq_len, cfg.n_embd, cfg.vocab_size
-    linears = [("attn.qkv", C, 3 * C, cfg.n_layer), ("attn.proj", C, C, cfg.n_layer),
-               ("mlp.fc", C, 4 * C, cfg.n_layer), ("mlp.proj", 4 * C, C, cfg.n_layer),
-               ("lm_head", C, V, 1)]
-    out = []
-    for name, c_in, c_out, count in linears:
-        out.append((name + " forward", N, c_in, c_out, "x@w.T", count))
-        out.append((name + " d(input)", N, c_out, c_in, "dy@w", count))
-        out.append((name + " d(weight)", c_out, N, c_in, "dy.T@x", count))
-    return out
-
-
-def operands(lib, m, k, n, how, rng):
-    """(call, left, right, out): call() writes left @ right, an (m, k) @ (k, n) product whose
-    operands are laid out as `how` says, into out."""
-    import numpy as np
-
-    if how == "x@w.T":
-        a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((n, k), dtype=np.float32)
-    elif how == "dy@w":
-        a, b = rng.standard_normal((m, k), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
-    else:                                           # dy.T @ x: dy is (k, m), x is (k, n)
-        a, b = rng.standard_normal((k, m), dtype=np.float32), rng.standard_normal((k, n), dtype=np.float32)
-    out = np.empty((m, n), np.float32)
-    if lib == "torch":
-        import torch
-
-        a, b, out = torch.from_numpy(a), torch.from_numpy(b), torch.from_numpy(out)
-        left = a.t() if how == "dy.T@x" else a
-        right = b.t() if how == "x@w.T" else b
-        return (lambda: torch.matmul(left, right, out=out)), left, right, out
-    left = a.T if how == "dy.T@x" else a
-    right = b.T if how == "x@w.T" else b
-    return (lambda: np.matmul(left, right, out=out)), left, right, out
+from explorer.lab.bench.gemm import gemm_flops, operands, products, time_products  # noqa: E402,F401
 
 
 def worker(lib, config, repeats):
     """Median seconds of each product, in this process."""
-    import numpy as np
-
     if lib == "numpy":
         import explorer  # noqa: F401  (explorer's thread settings for OpenBLAS, as in a step)
     else:
@@ -79,20 +38,7 @@ def worker(lib, config, repeats):
 
     if lib == "torch":
         torch.set_num_threads(usable_cores())
-
-    cfg = BenchConfig(**config)
-    rng = np.random.default_rng(0)
-    seconds = {}
-    for name, m, k, n, how, _ in products(cfg):
-        fn = operands(lib, m, k, n, how, rng)[0]
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        seconds[name] = statistics.median(times)
-    return seconds
+    return time_products(lib, BenchConfig(**config), repeats)
 
 
 def _run(lib, config, repeats):
@@ -104,6 +50,7 @@ def _run(lib, config, repeats):
 
 
 def main(argv=None):
+    from explorer.lab.bench.blas import cpu_flags, describe, kernel_warnings
     from explorer.lab.bench.configs import get_config, step_flops
     from explorer.lab.bench.launch import measure_gemm_peak, torch_available
     from explorer.lab.bench.workers import RESULT_MARK
@@ -120,8 +67,11 @@ def main(argv=None):
         print(RESULT_MARK + json.dumps(worker(spec["lib"], spec["config"], spec["repeats"])))
         return 0
     libs = ["numpy"] if args.no_torch or torch_available() else ["numpy", "torch"]
-    peak = measure_gemm_peak()["gflops"]
-    print(f"GEMM peak (NumPy, square sizes): {peak:.1f} GFLOP/s")
+    measured = measure_gemm_peak()          # workers run without the OpenBLAS pins (launch.run_worker)
+    peak = measured["gflops"]
+    print(f"GEMM peak (NumPy, square sizes): {peak:.1f} GFLOP/s; NumPy's BLAS: {describe(measured['blas'])}")
+    for warning in kernel_warnings(measured["blas"], cpu_flags()):
+        print(warning)
     for name in args.configs.split(","):
         cfg = get_config(name)
         runs = {lib: [] for lib in libs}

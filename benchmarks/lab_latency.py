@@ -6,12 +6,14 @@ training step's loss: the check (a sandboxed bounds-checked build on every test 
 on the model's own shapes, then the real build compared with the reference) plus the
 first step. The lab's reference run is trained before the first round, as the lab view
 does when it opens. Run:  python benchmarks/lab_latency.py [rounds]
+(re-started without the OpenBLAS pins when they are set).
 """
 import statistics
 import sys
 import time
 
 from explorer import KernelLab
+from explorer.lab.bench.blas import blas_pools, describe, rerun_unpinned
 
 SOURCE = '''
 import numba, numpy as np
@@ -27,6 +29,10 @@ def gelu_backward(dinp, inp, dout):
 
 
 def main(rounds=5):
+    code = rerun_unpinned()          # time with OpenBLAS as a user's machine picks it
+    if code is not None:
+        return code
+    print(f"NumPy's BLAS: {describe(blas_pools())}")
     lab = KernelLab("reverse-tiny", steps=1)
     t0 = time.perf_counter()
     lab.reference()
@@ -44,4 +50,4 @@ def main(rounds=5):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5)
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 5))

@@ -2,6 +2,8 @@
 
     python benchmarks/profile_step.py --configs tiny,small [--steps 5] [--json out.json]
 
+It runs in its own process, re-started without the OpenBLAS pins when they are set.
+
 Every kernel in the registry is swapped (with `kernels.use`) for a wrapper that times it,
 then ordinary Trainer steps run. The model calls kernels in the order of `model.trace`, so
 each timing is matched to the op that made it (e.g. `blocks.*.mlp.fc` matmul_forward, summed
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import explorer  # noqa: E402  (first: sets thread settings before numpy loads)
 from explorer import kernels  # noqa: E402
+from explorer.lab.bench.blas import blas_pools, describe, rerun_unpinned  # noqa: E402
 from explorer.lab.bench.configs import get_config  # noqa: E402
 from explorer.lab.bench.report import write_json  # noqa: E402
 from explorer.lab.bench.workers import make_trainer  # noqa: E402
@@ -128,6 +131,10 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", metavar="PATH")
     a = p.parse_args(argv)
+    code = rerun_unpinned()          # time with OpenBLAS as a user's machine picks it
+    if code is not None:
+        return code
+    print(f"NumPy's BLAS: {describe(blas_pools())}\n", flush=True)
     results = []
     for name in a.configs.split(","):
         results.append(profile(name.strip(), a.steps, a.warmup))

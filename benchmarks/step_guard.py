@@ -7,18 +7,19 @@ copies the parameters and AdamW's moments before the step (`Trainer._guarded_sta
 Each piece is timed between real steps of the bench configs, and reported as a median
 share of the median step.
 
-Run with the workplace's BLAS pin lifted, as a user's machine has none:
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/step_guard.py [tiny,small,124m] [steps]
+It re-runs itself without the workplace's OpenBLAS pins when they are set, as a user's machine
+has none:    python benchmarks/step_guard.py [tiny,small,124m] [steps]
 """
 import statistics
 import sys
-import time
 
 import numpy as np
 
 from explorer import GPT, GPTConfig, Trainer, kernels
 from explorer.kernels.adamw import count_nonfinite
+from explorer.lab.bench.blas import blas_pools, describe, rerun_unpinned
 from explorer.lab.bench.configs import CONFIGS
+from explorer.lab.bench.gemm import median_seconds
 from explorer.train.trainer import interrupts_deferred
 
 
@@ -32,12 +33,7 @@ class RandomTokens:
 
 
 def _seconds(fn, repeat=5):
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return median_seconds(fn, repeat)
 
 
 def _deferred():
@@ -73,15 +69,12 @@ def measure(name, steps):
 
 
 def main(argv):
+    code = rerun_unpinned()          # time with OpenBLAS as a user's machine picks it
+    if code is not None:
+        return code
     names = (argv[0] if argv else "tiny,small,124m").split(",")
     steps = int(argv[1]) if len(argv) > 1 else 5
-    try:
-        from threadpoolctl import threadpool_info
-        blas = [(i.get("internal_api"), i.get("architecture")) for i in threadpool_info()
-                if i.get("user_api") == "blas"]
-    except ImportError:
-        blas = "threadpoolctl not installed"
-    print(f"BLAS: {blas}; numpy {np.__version__}")
+    print(f"BLAS: {describe(blas_pools())}; numpy {np.__version__}")
     print(f"{'config':7s} {'params':>11s} {'step ms':>9s} {'registry ms':>12s} {'Ctrl-C ms':>10s} "
           f"{'finite ms':>10s} {'shipped %':>10s} {'guard copy ms':>14s} {'guarded %':>10s}")
     for name in names:
@@ -92,4 +85,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

@@ -3,11 +3,18 @@
     python benchmarks/torch_gpt2_bench.py --n-layer 4 --n-head 4 --n-embd 128 \
         --vocab-size 65 --block-size 128 --batch-size 32 --seq-len 128 --warmup 3 --steps 10
 
+With --compile the model is torch.compile'd (inductor, its default backend; the optimizer
+stays eager); the first step, which compiles forward and backward, is timed apart as
+`compile_s` and the warm-up steps follow, so compile time never enters a timed step. Inductor
+writes C++ and needs a C compiler: when compiling fails, the result says so (`compile_error`,
+and how long it took to fail) instead of step times.
+
 It times the same training step as explorer's Trainer: forward, cross-entropy loss,
 backward, clip_grad_norm_(1.0), AdamW (decay on 2-D weights only), on uniformly random
 tokens, with as many threads as the process may use cores. It prints one line
 `BENCH_RESULT {json}` at the end. It deliberately does not import explorer, so explorer's
-thread settings (OMP_WAIT_POLICY, ...) do not leak into PyTorch's process.
+thread settings do not leak into PyTorch's process; `explorer bench` starts it with only the
+OpenMP wait policy explorer uses (explorer/lab/bench/launch.py, torch_env, says why).
 
 The model is GPT-2's architecture written the usual PyTorch way: learned positions,
 pre-LN blocks, fused q/k/v projection, F.scaled_dot_product_attention(is_causal=True),
@@ -88,8 +95,8 @@ def make_optimizer(model, lr):
     return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
 
 
-def train_step(model, optimizer, x, y):
-    logits = model(x)
+def train_step(forward, model, optimizer, x, y):
+    logits = forward(x)
     loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -103,6 +110,17 @@ def usable_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
+def runtime_info():
+    """Threads, the CPU kernels PyTorch dispatches to and its BLAS (JSON-able)."""
+    blas = next((part.split("=", 1)[1] for part in torch.__config__.show().replace(",", " ").split()
+                 if part.startswith("BLAS_INFO=")), "unknown")
+    return {"torch_version": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(), "cpu_count": usable_cores(),
+            "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch_blas": blas,
+            "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "KMP_BLOCKTIME",
+                                                   "OMP_NUM_THREADS", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name in ("n-layer", "n-head", "n-embd", "vocab-size", "block-size", "batch-size", "seq-len"):
@@ -110,20 +128,33 @@ def main(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (inductor)")
     a = p.parse_args(argv)
 
     torch.set_num_threads(usable_cores())
     torch.manual_seed(a.seed)
     model = GPT(a.n_layer, a.n_head, a.n_embd, a.vocab_size, a.block_size)
     optimizer = make_optimizer(model, lr=1e-4)
+    forward = torch.compile(model) if a.compile else model
     rng = np.random.default_rng(a.seed)
 
     def step():
         # the batch is drawn inside the step, as explorer's Trainer does
         tokens = torch.from_numpy(rng.integers(0, a.vocab_size, size=(a.batch_size, a.seq_len + 1)))
-        return train_step(model, optimizer, tokens[:, :-1], tokens[:, 1:])
+        return train_step(forward, model, optimizer, tokens[:, :-1], tokens[:, 1:])
 
-    first_loss = step()
+    result = {"compiled": a.compile, **runtime_info()}
+    t0 = time.perf_counter()
+    try:
+        first_loss = step()                  # with --compile: compiles forward and backward
+    except Exception as e:                   # inductor could not compile here: say what failed
+        if not a.compile:
+            raise
+        result.update(compile_error=f"{type(e).__name__}: {str(e).strip()[:2000]}",
+                      compile_failed_after_s=time.perf_counter() - t0)
+        print(RESULT_MARK + json.dumps(result), flush=True)
+        return
+    first_step_s = time.perf_counter() - t0
     for _ in range(a.warmup - 1):
         step()
     times = []
@@ -131,11 +162,9 @@ def main(argv=None):
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    result = {"step_s": times, "first_loss": first_loss, "torch_version": torch.__version__,
-              "torch_threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
-              "cpu_count": usable_cores(),
-              "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT",
-                                                     "KMP_BLOCKTIME", "OMP_NUM_THREADS")}}
+    result.update(step_s=times, first_loss=first_loss, first_step_s=first_step_s)
+    if a.compile:   # the first step less an ordinary one
+        result["compile_s"] = first_step_s - sorted(times)[len(times) // 2]
     print(RESULT_MARK + json.dumps(result), flush=True)
 
 

@@ -63,7 +63,8 @@ def _check_runs(summary, flops):
 def test_run_bench_on_a_micro_config(monkeypatch):
     monkeypatch.setitem(configs.CONFIGS, "micro", MICRO)   # workers receive the config itself
     lines = []
-    report = runner.run_bench(["micro"], rounds=1, startup=False, gemm_sizes=(128,), log=lines.append)
+    report = runner.run_bench(["micro"], rounds=1, compile=False, startup=False, gemm_sizes=(128,),
+                              log=lines.append)
     entry = report["configs"]["micro"]
     _check_runs(entry["summary"], entry["flops_per_step"])
     assert len(entry["runs"]["explorer"][0]["step_s"]) == MICRO.steps
@@ -76,6 +77,7 @@ def test_run_bench_on_a_micro_config(monkeypatch):
         assert entry["summary"]["ratio_explorer_over_torch"] > 0
         # PyTorch runs with its own defaults, not explorer's thread settings
         assert entry["runs"]["torch"][0]["env"]["OMP_WAIT_POLICY"] is None
+        assert entry["runs"]["torch"][0]["env"]["OPENBLAS_THREAD_TIMEOUT"] is None
     text = bench_report.format_report(report)
     assert "micro" in text and "GFLOP/s" in text
     assert any("micro round 1/1 explorer" in line for line in lines)
@@ -84,7 +86,8 @@ def test_run_bench_on_a_micro_config(monkeypatch):
 def test_without_torch_the_bench_says_so_and_times_explorer(monkeypatch):
     monkeypatch.setattr(launch, "TORCH_SCRIPT", ROOT / "benchmarks" / "no_such_file.py")
     monkeypatch.setitem(configs.CONFIGS, "micro", MICRO)
-    report = runner.run_bench(["micro"], rounds=1, startup=False, gemm_sizes=(128,), log=lambda s: None)
+    report = runner.run_bench(["micro"], rounds=1, compile=False, startup=False, gemm_sizes=(128,),
+                              log=lambda s: None)
     assert "timing explorer alone" in report["torch_note"]
     assert report["configs"]["micro"]["runs"]["torch"] == []
     assert "NOTE: " in bench_report.format_report(report)

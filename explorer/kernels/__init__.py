@@ -45,7 +45,8 @@ _SHIPPED: dict[str, Kernel] = {
 #: Other shipped versions of some kernels (naive loops beside the fast default), by name.
 VARIANTS: dict[str, dict[str, Kernel]] = {
     "matmul_forward": {"blas": matmul.matmul_forward, "loops": matmul.matmul_forward_loops},
-    "matmul_backward": {"blas": matmul.matmul_backward, "loops": matmul.matmul_backward_loops},
+    "matmul_backward": {"blas": matmul.matmul_backward, "loops": matmul.matmul_backward_loops,
+                        "blas2": matmul.matmul_backward2},
     "attention_forward": {"fused": attention.attention_forward,
                           "blas": attention.attention_forward_blas,
                           "loops": attention.attention_forward_loops},

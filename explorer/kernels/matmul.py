@@ -9,6 +9,10 @@ Two versions, as llm.c's dev/cuda keeps numbered kernels side by side:
 - `matmul_forward_loops` / `matmul_backward_loops` spell the same arithmetic out in Numba
   loops, for reading and for the kernel lab. Select them with
   `kernels.use(matmul_forward=matmul_forward_loops, matmul_backward=matmul_backward_loops)`.
+- `matmul_backward2` (variant "blas2"): the default, but the weight gradient dout.T @ inp on one
+  BLAS thread. Small transposed products like it (OC x N by N x C, N = B*T) ran at 1-6 GFLOP/s
+  on 2 OpenBLAS threads when another process shared the 2 cores, ~95 on one (issue 18,
+  benchmarks/README.md); on an idle machine what it buys is not measured yet.
 """
 import numpy as np
 from numba import prange
@@ -55,6 +59,18 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight):
     # in the forward pass this was: out[n, o] = sum_c inp[n, c] * weight[o, c] + bias[o]
     np.matmul(dout, weight, out=dinp)
     np.matmul(dout.T, inp, out=dweight)
+    if dbias is not None:
+        bias_gradient(dbias, dout)
+
+
+def matmul_backward2(dinp, dweight, dbias, dout, inp, weight):
+    """matmul_backward, with the weight gradient's product on one BLAS thread."""
+    from .runtime import blas_threads
+
+    dinp, dout, inp = rows(dinp), rows(dout), rows(inp)
+    np.matmul(dout, weight, out=dinp)
+    with blas_threads(1):
+        np.matmul(dout.T, inp, out=dweight)
     if dbias is not None:
         bias_gradient(dbias, dout)
 

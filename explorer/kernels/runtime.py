@@ -87,6 +87,12 @@ def _blas():
     return _blas_controller
 
 
+def blas_threads(n: int):
+    """Inside (a `with` block): BLAS calls use at most n threads. Process-wide, like
+    using_threads's BLAS part: kernels run under compute_lock."""
+    return _blas().limit(limits=n, user_api="blas")
+
+
 @contextlib.contextmanager
 def using_threads(n: int):
     """Inside: parallel loops launched from this thread and BLAS calls use n threads

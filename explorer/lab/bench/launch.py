@@ -4,6 +4,9 @@ Every measurement runs in a fresh process (so neither framework sees the other's
 pools or caches); a worker prints its result as its last line (workers.RESULT_MARK + JSON).
 PyTorch's worker is the model in the repository's benchmarks/ folder (TORCH_SCRIPT), run
 with PyTorch's own thread settings rather than the ones explorer exports.
+
+Every worker runs without the OpenBLAS pins (blas.PINS), whatever the environment of the
+process that starts it: timings are what a user's unpinned machine would see.
 """
 import importlib.util
 import json
@@ -15,6 +18,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from .blas import unpinned_env
 from .configs import CONFIGS
 from .workers import EXPLORER_ENV, RESULT_MARK
 
@@ -26,8 +30,9 @@ TORCH_SCRIPT = PACKAGE_PARENT / "benchmarks" / "torch_gpt2_bench.py"
 
 
 def run_worker(cmd, env=None, timeout=1800):
-    """Run a worker process; return its result dict (parsed from its last marked line)."""
-    env = dict(os.environ if env is None else env)
+    """Run a worker process, without the OpenBLAS pins; return its result dict (parsed from its
+    last marked line). `env` (default: this process's) itself is left as it is."""
+    env = unpinned_env(env)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_PARENT), env.get("PYTHONPATH")]))
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     for line in reversed(done.stdout.splitlines()):
@@ -84,14 +89,47 @@ def torch_available():
     return None
 
 
-def torch_env():
-    """PyTorch runs with its own defaults: drop the thread settings explorer exported."""
-    return {k: v for k, v in os.environ.items() if k not in EXPLORER_ENV}
+def torch_env(inductor_cache=None, wait_policy="pytorch"):
+    """PyTorch's environment: explorer's exported thread settings dropped, so PyTorch runs with
+    its own defaults. wait_policy="passive": its OpenMP threads sleep while waiting, as explorer's
+    do. Which is fair depends on the host: on an idle one, PASSIVE slowed PyTorch's tiny step
+    by ~20% (179-196 -> 221-254 ms); on a 2-core host other processes load, PyTorch's default
+    spinning threads took ~700 ms for a step that takes 3-7 ms with PASSIVE (a 1-layer C16 model,
+    load average 8), and the comparison would measure the load, not the frameworks.
+    inductor_cache: a folder for torch.compile's cache (an empty one times a cold compile)."""
+    if wait_policy not in ("pytorch", "passive"):
+        raise ValueError(f"wait_policy must be 'pytorch' or 'passive', got {wait_policy!r}")
+    env = {k: v for k, v in os.environ.items() if k not in EXPLORER_ENV}
+    if wait_policy == "passive":
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    if inductor_cache:
+        env["TORCHINDUCTOR_CACHE_DIR"] = str(inductor_cache)
+    return env
 
 
-def torch_cmd(cfg):
+def run_torch_worker(cfg, compiled=False, wait_policy="pytorch"):
+    """PyTorch's step for `cfg`, eager or torch.compile'd (then with an empty inductor cache,
+    so its compile time is what a first run pays)."""
+    if not compiled:
+        return run_worker(torch_cmd(cfg), env=torch_env(wait_policy=wait_policy))
+    with tempfile.TemporaryDirectory(prefix="explorer-bench-inductor-") as cache:
+        return run_worker(torch_cmd(cfg, compiled=True), env=torch_env(cache, wait_policy))
+
+
+def compiler_missing():
+    """Why torch.compile (inductor writes C++) can't build here, or None when a compiler is found."""
+    import shutil
+
+    names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]   # as inductor looks
+    if any(shutil.which(name) for name in names):
+        return None
+    return f"no C++ compiler ({', '.join(names)}) found: torch.compile's inductor backend cannot build its kernels here"
+
+
+def torch_cmd(cfg, compiled=False):
     """The command line of PyTorch's step worker (TORCH_SCRIPT) for config `cfg`."""
-    return [sys.executable, str(TORCH_SCRIPT), "--n-layer", str(cfg.n_layer), "--n-head", str(cfg.n_head),
+    return [sys.executable, str(TORCH_SCRIPT), *(["--compile"] if compiled else []),
+            "--n-layer", str(cfg.n_layer), "--n-head", str(cfg.n_head),
             "--n-embd", str(cfg.n_embd), "--vocab-size", str(cfg.vocab_size),
             "--block-size", str(cfg.block_size), "--batch-size", str(cfg.batch_size),
             "--seq-len", str(cfg.seq_len), "--warmup", str(cfg.warmup), "--steps", str(cfg.steps)]

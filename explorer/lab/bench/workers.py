@@ -13,7 +13,8 @@ import numpy as np  # (explorer, this module's package, has set the thread setti
 from .configs import BenchConfig, RandomTokens
 
 RESULT_MARK = "BENCH_RESULT "   # a worker's last stdout line: this mark, then JSON
-#: What explorer/kernels/runtime.py sets for its own thread pools; PyTorch runs with its defaults.
+#: What explorer/kernels/runtime.py sets for its own thread pools; PyTorch's worker runs without
+#: them, but with the same OpenMP wait policy (launch.torch_env says why).
 EXPLORER_ENV = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT", "KMP_BLOCKTIME")
 
 
@@ -22,13 +23,15 @@ def _runtime_info():
     import numba
     from threadpoolctl import threadpool_info
 
+    from .blas import blas_pools
+
     try:
         layer = numba.threading_layer()
     except ValueError:               # no parallel kernel ran yet
         layer = "(not started)"
     blas = [f"{p.get('internal_api')} {p.get('version')} x{p.get('num_threads')}" for p in threadpool_info()]
     return {"numba_threading_layer": layer, "numba_threads": numba.get_num_threads(),
-            "thread_pools": blas, "cpu_count": usable_cores(),
+            "thread_pools": blas, "blas": blas_pools(), "cpu_count": usable_cores(),
             "env": {k: os.environ.get(k) for k in EXPLORER_ENV}}
 
 
@@ -47,18 +50,31 @@ def make_trainer(cfg, seed=0):
     return Trainer(model, data, batch_size=cfg.batch_size, lr=1e-4, seed=seed)
 
 
-def explorer_step_worker(cfg):
-    """Warm up, then time cfg.steps training steps. Returns a JSON-able dict."""
-    trainer = make_trainer(cfg)
-    first_loss = trainer.step()["loss"]
-    for _ in range(cfg.warmup - 1):
-        trainer.step()
-    times = []
-    for _ in range(cfg.steps):
-        t0 = time.perf_counter()
-        trainer.step()
-        times.append(time.perf_counter() - t0)
-    return {"step_s": times, "first_loss": first_loss, **_runtime_info()}
+def kernel_versions():
+    """For each kernel with shipped variants (kernels.VARIANTS), the one registered now."""
+    from explorer import kernels
+
+    return {name: next((v for v, fn in options.items() if fn is kernels.get(name)), "(not shipped)")
+            for name, options in kernels.VARIANTS.items()}
+
+
+def explorer_step_worker(cfg, variants=None):
+    """Warm up, then time cfg.steps training steps, with the shipped variants named in
+    `variants` ({kernel: variant}) registered. Returns a JSON-able dict."""
+    from explorer import kernels
+
+    with kernels.use(**(variants or {})):
+        trainer = make_trainer(cfg)
+        first_loss = trainer.step()["loss"]
+        for _ in range(cfg.warmup - 1):
+            trainer.step()
+        times = []
+        for _ in range(cfg.steps):
+            t0 = time.perf_counter()
+            trainer.step()
+            times.append(time.perf_counter() - t0)
+        versions = kernel_versions()
+    return {"step_s": times, "first_loss": first_loss, "kernel_versions": versions, **_runtime_info()}
 
 
 def gemm_peak_worker(sizes=(1024, 2048, 3072), repeats=5):
@@ -118,7 +134,7 @@ def worker_main(spec):
     """A worker process's work: one measurement (spec["mode"]), printed as RESULT_MARK + JSON."""
     mode = spec["mode"]
     if mode == "step":
-        result = explorer_step_worker(BenchConfig(**spec["config"]))
+        result = explorer_step_worker(BenchConfig(**spec["config"]), spec.get("variants"))
     elif mode == "gemm":
         result = gemm_peak_worker(tuple(spec["sizes"]))
     else:
