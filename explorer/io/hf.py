@@ -283,13 +283,18 @@ def load_hf(folder: StrPath, *, verified: bool = False) -> GPT:
     return model
 
 
+def _read_json(path):
+    """The value in a JSON file; ValueError naming the file when it is not JSON."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err})") from err
+
+
 def read_config(config_path):
     """The dict in a config.json."""
-    with open(config_path, encoding="utf-8") as f:
-        try:
-            config = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{config_path} is not valid JSON ({err})") from err
+    config = _read_json(config_path)
     if not isinstance(config, dict):
         raise ValueError(f"{config_path} holds a JSON {type(config).__name__}, expected an object "
                          f"of settings such as {{\"model_type\": \"gpt2\", \"n_layer\": 12, ...}}")
@@ -376,11 +381,7 @@ def _weight_files(folder):
 
 def shards_of(index):
     """The shard file names an index lists under "weight_map" ({tensor name: file name})."""
-    with open(index, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{index} is not valid JSON ({err})") from err
+    data = _read_json(index)
     expected = ('a "weight_map" object {tensor name: shard file name}, as transformers\' '
                 'save_pretrained writes it')
     if not isinstance(data, dict) or "weight_map" not in data:
