@@ -7,9 +7,11 @@ the kernel is idle, then check what a person would see: no error output, every w
 (each is scrolled into view and given time to draw, then must show a trace or a heatmap), and
 no uncaught error from the widgets' code. Then the views are used as a person would:
 
-- the tour (00_tour), in JupyterLab and Notebook 7; in JupyterLab also: the dashboard's Pause
-  stops the step counter and Step advances it by exactly one; moving the attention explorer's
-  head slider redraws a heatmap.
+- the tour (00_tour), in JupyterLab and Notebook 7; in JupyterLab also: plotly's code came from
+  the server (explorer/viz/server.py), the dashboard's Pause stops the step counter and Step
+  advances it by exactly one; moving the attention explorer's head slider redraws a heatmap.
+- two figures in JupyterLab with that server extension turned off: they draw with plotly's code
+  from the kernel.
 - the kernel lab (05_kernel_lab, its exercise solved with the instructor's solution), in
   JupyterLab: Check reports that the kernel passed; Retrain lays the student's loss curve over
   the reference run's (two lines, one point per step); the buttons are disabled while busy.
