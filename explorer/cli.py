@@ -181,8 +181,11 @@ def _lab(args):
     from .course.notebooks import copy_notebooks
     folder = os.path.abspath(args.folder)
     print(copy_notebooks(folder), flush=True)
+    # the extension serving plotly's code to the page (explorer/viz/server.py), on even where the
+    # install did not enable it; it keeps the notebooks' saved widget state small
     command = [sys.executable, "-m", "jupyterlab", f"--ServerApp.root_dir={folder}",
-               f"--ServerApp.port={args.port}", "--ServerApp.ip=127.0.0.1"]
+               f"--ServerApp.port={args.port}", "--ServerApp.ip=127.0.0.1",
+               "--ServerApp.jpserver_extensions=explorer.viz.server=True"]
     command += ["--no-browser"] if args.no_browser else []
     # port taken (another Jupyter running)? JupyterLab tries the next ones and says which it got
     print(f"starting JupyterLab in {folder} on port {args.port} (Ctrl-C stops it)", flush=True)

@@ -37,17 +37,19 @@ def free_port():
 
 class JupyterServer:
     """A JupyterLab (app="lab") or Notebook 7 (app="notebook") server on 127.0.0.1 with its own
-    config, runtime, data and settings folders under `home`, serving `root`. Use as a context
-    manager: the server (and its kernels) always stop on exit."""
+    config, runtime, data and settings folders under `home`, serving `root`; `args`: more
+    command-line options. Use as a context manager: the server (and its kernels) always stop
+    on exit."""
 
     # app -> (the Python module that starts it, where it opens a notebook)
     APPS = {"lab": ("jupyterlab", "lab/tree/{}"), "notebook": ("notebook", "notebooks/{}")}
 
-    def __init__(self, app: str, root: Path, home: Path, env: dict, log_path: Path):
+    def __init__(self, app: str, root: Path, home: Path, env: dict, log_path: Path, args=()):
         if app not in self.APPS:
             raise ValueError(f"app must be one of {sorted(self.APPS)}, got {app!r}")
         self.app = app
         self.root, self.home, self.env, self.log_path = Path(root), Path(home), dict(env), log_path
+        self.args = list(args)
         self.token = secrets.token_hex(16)
         self.port = free_port()
         self.process = None
@@ -78,7 +80,7 @@ class JupyterServer:
         command = [sys.executable, "-m", self.APPS[self.app][0], "--no-browser", "--allow-root",
                    "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={self.port}",
                    "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-                   f"--ServerApp.root_dir={self.root}", "--ServerApp.terminals_enabled=False"]
+                   f"--ServerApp.root_dir={self.root}", "--ServerApp.terminals_enabled=False", *self.args]
         self._log = open(self.log_path, "w")
         # Its own process group, so stopping it also stops the kernels it started.
         self.process = subprocess.Popen(command, env=self.env, stdout=self._log,

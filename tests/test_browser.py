@@ -7,9 +7,11 @@ the kernel is idle, then check what a person would see: no error output, every w
 (each is scrolled into view and given time to draw, then must show a trace or a heatmap), and
 no uncaught error from the widgets' code. Then the views are used as a person would:
 
-- the tour (00_tour), in JupyterLab and Notebook 7; in JupyterLab also: the dashboard's Pause
-  stops the step counter and Step advances it by exactly one; moving the attention explorer's
-  head slider redraws a heatmap.
+- the tour (00_tour), in JupyterLab and Notebook 7; in JupyterLab also: plotly's code came from
+  the server (explorer/viz/server.py), the dashboard's Pause stops the step counter and Step
+  advances it by exactly one; moving the attention explorer's head slider redraws a heatmap.
+- two figures in JupyterLab with that server extension turned off: they draw with plotly's code
+  from the kernel.
 - the kernel lab (05_kernel_lab, its exercise solved with the instructor's solution), in
   JupyterLab: Check reports that the kernel passed; Retrain lays the student's loss curve over
   the reference run's (two lines, one point per step); the buttons are disabled while busy.
@@ -84,18 +86,42 @@ def chromium(tmp_path_factory):
             context.close()
 
 
+# The server extension that serves plotly's widget code (explorer/viz/server.py), named on the
+# command line: the test servers read no installed config (their JUPYTER_CONFIG_DIR is new).
+PLOTLY_SERVED = "--ServerApp.jpserver_extensions=explorer.viz.server=True"
+PLOTLY_NOT_SERVED = "--ServerApp.jpserver_extensions=explorer.viz.server=False"
+
+
 @contextlib.contextmanager
-def serving_notebooks(app, tmp_path_factory, prepare=None, log_name=None):
+def serving_notebooks(app, tmp_path_factory, prepare=None, log_name=None, plotly_served=True):
     """A JupyterServer (app "lab" or "notebook") over a copy of notebooks/, so nothing in the
-    repository changes. prepare(folder): edits the copied notebooks/ folder before serving."""
+    repository changes. prepare(folder): edits the copied notebooks/ folder before serving.
+    plotly_served: with explorer's server extension (see PLOTLY_SERVED)."""
     home = tmp_path_factory.mktemp(app)
     served = home / "root" / "notebooks"
     shutil.copytree(NOTEBOOK_DIR, served, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     if prepare is not None:
         prepare(served)
     log_path = artifacts_dir("browser") / f"{log_name or app}-server.log"
-    with JupyterServer(app, home / "root", home, kernel_env(), log_path=log_path) as server:
+    args = [PLOTLY_SERVED if plotly_served else PLOTLY_NOT_SERVED]
+    with JupyterServer(app, home / "root", home, kernel_env(), log_path=log_path, args=args) as server:
         yield server
+
+
+@contextlib.contextmanager
+def plotly_code_requests(chromium):
+    """The responses the pages get for plotly's code from the server (explorer/viz/server.py's
+    URL_PATH), as (url, status), for as long as the block runs."""
+    seen = []
+
+    def record(response):
+        if "/explorer/plotly/" in response.url:
+            seen.append((response.url, response.status))
+    chromium.on("response", record)
+    try:
+        yield seen
+    finally:
+        chromium.remove_listener("response", record)
 
 
 @contextlib.contextmanager
@@ -147,10 +173,42 @@ def check_basics(page, figures, figure_count, notebook_name):
 
 
 def test_tour_in_jupyterlab(chromium, tmp_path_factory):
-    with serving_notebooks("lab", tmp_path_factory) as server, \
+    """... with plotly's code from the server: one request for it, answered."""
+    with serving_notebooks("lab", tmp_path_factory) as server, plotly_code_requests(chromium) as requests, \
             notebook_run(chromium, server, TOUR, TOUR_FIGURES, "jupyterlab") as (page, folder):
+        assert [status for _, status in requests] == [200], \
+            f"expected plotly's code from the server, once per page; the page got: {requests}"
         check_dashboard_pause_and_step(page, folder)
         check_attention_slider_redraws(page, folder)
+
+
+# A notebook of two figures and nothing else, for the one path the course's notebooks never take
+# in these tests: a server that does not serve plotly's code.
+TWO_FIGURES = NOTEBOOK_DIR / "plotly_from_the_kernel.ipynb"
+TWO_FIGURES_CELLS = [
+    "import plotly.graph_objects as go\nfrom explorer.viz._figure import FigureWidget",
+    'FigureWidget(go.Scatter(y=[1, 3, 2], name="first"), layout_title_text="first")',
+    'FigureWidget(go.Heatmap(z=[[1, 2], [3, 4]]), layout_title_text="second")',
+]
+
+
+def _two_figures(folder):
+    import nbformat
+    tour = nbformat.read(TOUR, as_version=4)        # its kernel: no "Select Kernel" dialog
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in TWO_FIGURES_CELLS],
+                                  metadata=tour.metadata)
+    nbformat.write(nb, folder / TWO_FIGURES.name)
+
+
+def test_without_the_server_extension_figures_get_plotly_from_the_kernel(chromium, tmp_path_factory):
+    """The server extension disabled (`jupyter server extension disable explorer.viz.server`):
+    the page fails to fetch plotly's code from the server, asks the kernel for it, and the
+    figures still draw."""
+    with serving_notebooks("lab", tmp_path_factory, prepare=_two_figures, log_name="lab-no-extension",
+                           plotly_served=False) as server, plotly_code_requests(chromium) as requests, \
+            notebook_run(chromium, server, TWO_FIGURES, 2, "jupyterlab-no-extension"):
+        assert requests and all(status == 404 for _, status in requests), \
+            f"the page should have tried the server first, and found nothing there: {requests}"
 
 
 def test_tour_in_notebook7(chromium, tmp_path_factory):

@@ -3,6 +3,7 @@ a student's folder without replacing their work (`explorer lab`, `explorer cours
 and `explorer lab` from a freshly built wheel serving them in JupyterLab."""
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -59,6 +60,8 @@ def test_the_wheel_holds_every_subpackage_and_the_notebooks(wheel):
         p.name for p in NOTEBOOK_DIR.glob("*.ipynb"))
     assert not [n for n in names if "solutions" in n]
     assert "explorer/viz/figure_loader.js" in names
+    # installed into etc/jupyter/: turns on the server extension (explorer/viz/server.py)
+    assert "transformer_explorer-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/explorer.json" in names
 
 
 def test_copying_never_replaces_an_edited_notebook(tmp_path):
@@ -164,6 +167,15 @@ def test_explorer_lab_from_a_wheel_serves_the_notebooks(tmp_path, wheel):
         assert [c["source"] for c in served["content"]["cells"]] == ["".join(c["source"]) for c in shipped]
         status, page = _get(f"http://127.0.0.1:{port}/lab", token)
         assert status == 200 and b"JupyterLab" in page
+        # the server hands plotly's widget code to the page (explorer/viz/server.py)
+        import plotly
+        status, code = _get(f"http://127.0.0.1:{port}/explorer/plotly/{plotly.__version__}/widget.js", token)
+        assert status == 200 and b"FigureModel" in code
+        # ... enabled by the wheel's install itself (explorer lab also names it on its command line)
+        listed = subprocess.run([str(python), "-m", "jupyter_server", "extension", "list"], env=env,
+                                cwd=tmp_path, capture_output=True, text=True)
+        said = re.sub(r"\x1b\[[0-9;]*m", "", listed.stdout + listed.stderr)      # no colours
+        assert f"Config dir: {venv}/etc/jupyter\n    explorer.viz.server enabled" in said, said
         # the copy is the wheel's: explorer in the fresh venv, not this checkout, and every
         # subpackage imports from it
         packages = sorted(".".join(p.parent.relative_to(REPO).parts)

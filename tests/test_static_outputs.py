@@ -11,6 +11,7 @@ saves it; the saved file is read back, and every widget output in it must carry
     renderer with widgets draws the figure from that state, not from the live kernel).
 """
 import html
+import json
 import re
 
 import pytest
@@ -76,6 +77,22 @@ def test_saved_widget_state_draws_every_view(saved_tour):
     empty = [f"{model_id} ({((s.get('_widget_layout') or {}).get('title') or {}).get('text', 'untitled')})"
              for model_id, s in figures.items() if not s["_widget_data"]]
     assert not empty, f"plotly figures saved without any trace (they would show empty axes): {empty}"
+
+
+# The state nbclient stores (what `jupyter nbconvert --to notebook --execute` does by default)
+# must stay small: plotly's widget code (5 MB) is the server's to hand out (explorer/viz/server.py),
+# and a kernel sends it only when a page asks, which headless execution never does. Measured
+# before that: 5.1 MB of state in the tour, 5.08 MB of it plotly's code.
+MAX_WIDGET_STATE_BYTES = 1_000_000
+
+
+def test_saved_widget_state_is_small(saved_tour):
+    widgets = saved_tour.metadata.get("widgets", {})
+    size = len(json.dumps(widgets))
+    biggest = sorted(((len(json.dumps(s)), s.get("model_name"), model_id)
+                      for model_id, s in widgets.get(WIDGET_STATE, {}).get("state", {}).items()), reverse=True)
+    assert 0 < size <= MAX_WIDGET_STATE_BYTES, \
+        f"the tour's saved widget state weighs {size:,} bytes; its biggest models: {biggest[:5]}"
 
 
 # --------------------------------------------------------------------- headless, then HTML

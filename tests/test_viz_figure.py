@@ -6,6 +6,7 @@ import pytest
 
 from explorer.viz._figure import (
     REDRAW,
+    SEND_CODE,
     SEND_STATE,
     FigureWidget,
     plotly_code,
@@ -33,15 +34,35 @@ def _opened(sent):
     return [data["state"] for kind, data in sent if kind == "comm_open"]
 
 
-def test_plotly_travels_once_per_kernel_and_each_figure_ships_a_small_module(sent):
+def test_plotly_code_is_sent_only_when_a_page_asks_and_each_figure_ships_a_small_module(sent):
+    import plotly
     FigureWidget(go.Scatter(y=[1, 2]))
     FigureWidget(go.Scatter(y=[3, 4]))
     code, *figures = _opened(sent)
-    assert code["source"] == str(go.FigureWidget._esm), "plotly's own widget module must travel"
+    # the page imports plotly from the server (explorer/viz/server.py) by this version
+    assert code["source"] == "" and code["version"] == plotly.__version__, \
+        f"PlotlyCode opened with {len(code['source']):,} characters of code, version {code['version']!r}"
     assert len(figures) == 2 and all(len(f["_esm"]) < 10_000 for f in figures), \
         f"per-figure modules of {[len(f['_esm']) for f in figures]} characters"
     assert not any("source" in f or "_plotly_esm" in f for f in figures), "plotly's code travels once"
     assert {f["_plotly_code"] for f in figures} == {plotly_code().model_id}, "each names the one PlotlyCode"
+    assert all(len(str(data)) < 10_000 for _, data in sent), "no message may carry plotly's code unasked"
+
+    # a page that could not import it from the server asks the kernel (twice: sent once)
+    del sent[:]
+    for _ in range(2):
+        plotly_code()._handle_custom_msg({"type": SEND_CODE}, [])
+    sources = [data["state"]["source"] for kind, data in sent
+               if data.get("method") == "update" and "source" in data["state"]]
+    assert sources == [str(go.FigureWidget._esm)], f"{len(sources)} updates of source sent"
+
+
+def test_plotly_code_ignores_other_messages(sent):
+    code = plotly_code()
+    del sent[:]
+    code._handle_custom_msg({"type": "something else"}, [])
+    code._handle_custom_msg("not a dict", [])
+    assert sent == [] and code.source == ""
 
 
 def test_a_figure_is_counted_before_its_model_exists(sent):
@@ -83,4 +104,11 @@ def test_loader_js_ships_and_names_the_python_messages():
     from explorer.viz import _figure
     assert _figure.LOADER_JS.startswith("// The module anywidget loads")
     # the Python side sends and expects these message types; the JavaScript must use the same strings
-    assert f'"{_figure.REDRAW}"' in _figure.LOADER_JS and f'"{_figure.SEND_STATE}"' in _figure.LOADER_JS
+    for message in (_figure.REDRAW, _figure.SEND_STATE, _figure.SEND_CODE):
+        assert f'"{message}"' in _figure.LOADER_JS, message
+
+
+def test_loader_js_asks_for_the_path_the_server_serves():
+    from explorer.viz import _figure, server
+    # figure_loader.js builds the path from baseUrl and the version: `explorer/plotly/${...}/widget.js`
+    assert server.URL_PATH.replace("{version}", "${encodeURIComponent(version)}") in _figure.LOADER_JS

@@ -13,8 +13,20 @@ that follows, and a FigureWidget's data and layout arrive in such messages (the 
 creates the model carries an empty figure). On a busy 2-core laptop, a cell that made several
 figures at once (Run All, a cold Numba cache) left some of them as empty axes for good.
 
-Here each figure's module is a few lines, ready at once. plotly's code travels once per kernel,
-in one PlotlyCode widget that every figure names, and is imported once per page.
+Here each figure's module is a few lines, ready at once, and plotly's code is imported once
+per page. Where it comes from:
+  * from the Jupyter server, at {base_url}explorer/plotly/<plotly version>/widget.js
+    (explorer/viz/server.py, a server extension installed and enabled with the package), found
+    through the page's `jupyter-config-data` (JupyterLab, Notebook 7). Nothing of it enters
+    the notebook. It used to travel in the widget state of one PlotlyCode widget per kernel:
+    an executed notebook (`jupyter nbconvert --execute`, which stores the widget state) then
+    carried 5.1 MB, 5.08 MB of it plotly's code.
+  * failing that (the extension disabled, a server with another plotly version, VS Code, Voila):
+    from the kernel. The page sends PlotlyCode a message, and the kernel puts the code into
+    PlotlyCode.source. It costs what the old way cost, in those frontends only: 5 MB sent, and
+    stored in the notebook when it is saved with its widget state. And a kernel busy with queued
+    cells (Run All) answers when they have run: its figures stay blank until then. Headless
+    execution never asks, so a notebook executed without a page stays small.
 
 That import is itself a risk: evaluating plotly's code is one uninterruptible task of the page
 (0.3 s on an idle machine, 1.1-2.6 s measured with both cores of a 2-core machine busy). A figure
@@ -30,6 +42,7 @@ plotly's browser view starts from the figure's last full state and applies only 
 receives while it exists, so edits made during the wait would otherwise be missing.
 """
 import copy
+import importlib.metadata
 import math
 import threading
 from pathlib import Path
@@ -40,6 +53,7 @@ import plotly.graph_objects as go
 import traitlets
 
 SEND_STATE, REDRAW = "explorer:send-full-state", "explorer:redraw"
+SEND_CODE = "explorer:send-plotly-code"     # the page could not import plotly from the server
 
 # The module anywidget loads for every figure (plotly's own initialize/render do the drawing).
 LOADER_JS = (Path(__file__).parent / "figure_loader.js").read_text(encoding="utf-8")
@@ -51,11 +65,22 @@ def _plotly_widget_source():
 
 
 class PlotlyCode(widgets.Widget):
-    """plotly's widget code, once per kernel for all its figures, and how many figures the
+    """Which plotly the kernel's figures need (the page imports it from the server), plotly's
+    code itself once the page asks for it (see the module doc), and how many figures the
     kernel has made (the page holds plotly's import until every one of them has loaded).
-    A plain ipywidgets model: no module of its own to load, so nothing it receives is dropped."""
-    source = traitlets.Unicode(_plotly_widget_source()).tag(sync=True)
+    One per kernel for all its figures. A plain ipywidgets model: no module of its own to load,
+    so nothing it receives is dropped."""
+    version = traitlets.Unicode(importlib.metadata.version("plotly")).tag(sync=True)
+    source = traitlets.Unicode("").tag(sync=True)
     figures = traitlets.Int(0).tag(sync=True)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.on_msg(self._on_browser_message)
+
+    def _on_browser_message(self, _widget, content, _buffers):
+        if isinstance(content, dict) and content.get("type") == SEND_CODE and not self.source:
+            self.source = _plotly_widget_source()
 
 
 _code = None   # this kernel's PlotlyCode (owned here; reset_plotly_code() drops it)

@@ -1,6 +1,7 @@
 // The module anywidget loads for every figure (explorer/viz/_figure.py: FigureWidget).
 // plotly's own initialize/render do the drawing; this file decides when plotly's code may run.
-// The message types "explorer:redraw" and "explorer:send-full-state" are REDRAW and SEND_STATE there.
+// The message types "explorer:redraw", "explorer:send-full-state" and "explorer:send-plotly-code"
+// are REDRAW, SEND_STATE and SEND_CODE there; the server's path is URL_PATH of explorer/viz/server.py.
 
 const PAGE = Symbol.for("transformer-explorer.plotly-page");
 // anywidget has decided a model's fate 2 s after creating it; 0.5 s more for the page's delays
@@ -8,7 +9,7 @@ const SETTLED_MS = 2500;
 
 // What this page knows, for all kernels it shows: per PlotlyCode widget (one per kernel), how many
 // figures the kernel has counted, when that count last grew, and which have loaded their module;
-// and plotly's module, imported once per source.
+// and plotly's module, imported once per plotly version.
 function page() {
   return (globalThis[PAGE] ??= { kernels: new Map(), modules: new Map(), changed: new EventTarget(),
                                  msUntilQuiet });
@@ -98,23 +99,76 @@ async function importWhenQuiet(url) {
   }
 }
 
-// plotly's widget module, imported once per page and plotly version (keyed by its source).
-// Fetched and compiled ahead (modulepreload: no long task); evaluated only when no figure is loading.
-function plotlyModule(source) {
+// Fetch and compile a module ahead (modulepreload: no long task); evaluate it only when no figure
+// is loading. Fails, before anything ran, when the module cannot be fetched.
+async function preloadThenImport(url) {
+  const link = Object.assign(document.createElement("link"), { rel: "modulepreload", href: url });
+  const fetched = new Promise((resolve, reject) => {
+    link.onload = resolve;
+    link.onerror = () => reject(new Error(`could not fetch ${url}`));
+  });
+  document.head.append(link);
+  try {
+    await fetched;
+    return await importWhenQuiet(url);
+  } finally {
+    link.remove();
+  }
+}
+
+// Where the Jupyter server serves this plotly version's widget module (explorer/viz/server.py),
+// or null on a page that is not the server's own (no jupyter-config-data: VS Code, a saved page).
+function servedUrl(version) {
+  const config = document.getElementById("jupyter-config-data");
+  let baseUrl;
+  try {
+    baseUrl = config && JSON.parse(config.textContent).baseUrl;
+  } catch {
+    return null;
+  }
+  if (typeof baseUrl !== "string" || !version) return null;
+  const path = `explorer/plotly/${encodeURIComponent(version)}/widget.js`;
+  return new URL(baseUrl.replace(/\/?$/, "/") + path, document.baseURI).href;
+}
+
+// plotly's code from the kernel: PlotlyCode.source, which the kernel fills when asked. It answers
+// after the cells queued before the request have run.
+function sourceFromKernel(code) {
+  return new Promise((resolve) => {
+    const check = () => {
+      if (!code.get("source")) return;
+      code.off("change:source", check);
+      resolve(code.get("source"));
+    };
+    code.on("change:source", check);
+    check();
+    if (!code.get("source")) code.send({ type: "explorer:send-plotly-code" });
+  });
+}
+
+async function importFromKernel(code) {
+  const url = moduleUrl(await sourceFromKernel(code));
+  try {
+    return await preloadThenImport(url);
+  } finally {
+    URL.revokeObjectURL(url);
+  }
+}
+
+// plotly's widget module, imported once per page and plotly version: from the server if it
+// serves it, else from the kernel (see explorer/viz/_figure.py).
+function plotlyModule(code) {
   const modules = page().modules;
-  if (!modules.has(source)) {
-    const url = moduleUrl(source);
-    const link = Object.assign(document.createElement("link"), { rel: "modulepreload", href: url });
-    const fetched = new Promise((resolve) => {
-      link.onload = link.onerror = resolve;   // on error, import() below reports it
-    });
-    document.head.append(link);
-    modules.set(source, fetched.then(() => importWhenQuiet(url)).finally(() => {
-      link.remove();
-      URL.revokeObjectURL(url);
+  const version = code.get("version");
+  if (!modules.has(version)) {
+    const url = servedUrl(version);
+    const served = url ? preloadThenImport(url) : Promise.reject(new Error("no Jupyter server page"));
+    modules.set(version, served.catch((error) => {
+      console.debug("plotly figure: plotly's code from the kernel, not the server:", error);
+      return importFromKernel(code);
     }));
   }
-  return modules.get(source);
+  return modules.get(version);
 }
 
 // Draw the model's last full state with plotly. The returned function undoes it, including the
@@ -148,7 +202,7 @@ export default {
   async render({ model, el }) {
     let module;
     try {
-      module = await plotlyModule((await plotlyCode(model)).get("source"));
+      module = await plotlyModule(await plotlyCode(model));
     } catch (error) {
       el.textContent = "This figure could not load plotly's code: " + error;
       throw error;
