@@ -16,6 +16,7 @@ import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -24,6 +25,9 @@ from .. import kernels
 from ..kernels.runtime import compute_lock
 from .architecture import LOSS, Grad, activation_shapes, gpt2_ops, gradient_shapes, last_reads
 from .config import GPTConfig, param_shapes
+
+if TYPE_CHECKING:
+    from .generate import Decoder
 
 
 @dataclass
@@ -319,6 +323,12 @@ class GPT:
         cache. temperature=0 picks the most likely token. Returns (B, T + max_new_tokens)."""
         from .generate import generate
         return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
+
+    def decoder(self, prompt_ids: ArrayLike, capacity: int | None = None) -> "Decoder":
+        """A decode session (explorer.model.generate.Decoder): prompt_ids (B, T) run once, then
+        .step(ids) adds one token per row on one position, through the KV cache; .logits (B, V)."""
+        from .generate import Decoder
+        return Decoder(self, prompt_ids, capacity)
 
     def __repr__(self):
         c = self.config
