@@ -4,7 +4,7 @@ from .kernels import runtime as _runtime  # noqa: F401
 
 # isort: split
 from . import kernels
-from .model import GPT, GPTConfig
+from .model import GPT, Decoder, GPTConfig
 from .train import TrainConfig, Trainer
 
 # The rest loads on first use (PEP 562), so that `import explorer` + a first training step stays
@@ -42,7 +42,7 @@ def __dir__():
     return sorted(set(globals()) | {m for m in _LAZY if "." not in m} | set(_HOME))
 
 
-__all__ = ["GPT", "GPTConfig", "TrainConfig", "Trainer", "kernels", "pretrained",
+__all__ = ["GPT", "GPTConfig", "Decoder", "TrainConfig", "Trainer", "kernels", "pretrained",
            "save", "load", "Checkpoint", "load_params",
            "save_hf", "load_hf", "to_hf_state_dict", "from_hf_state_dict",
            "save_llmc", "load_llmc",

@@ -7,7 +7,7 @@ import tracemalloc
 
 import numpy as np
 
-from explorer import GPT
+from explorer import GPT, kernels
 from explorer.lab.bench import RandomTokens
 
 GATE_TIMEOUT_S = 60   # seconds a gated step waits; only reached when a test is broken
@@ -108,3 +108,22 @@ class GatedTokens(RandomTokens):
         self.entered.set()
         assert self.gate.wait(GATE_TIMEOUT_S), "the test never opened the gate"
         return super().get_batch(split, batch_size, block_size, rng)
+
+
+# --------------------------------------------------------------------------- kernel spies
+#: the forward kernels a KV-cached decode step calls
+SPIED = ("encoder_forward", "layernorm_forward", "matmul_forward", "attention_decode", "gelu_forward",
+         "residual_forward")
+
+
+def spies(calls):
+    """Kernels that run the shipped ones and record (name, shape of their first array)."""
+    def spy(name):
+        shipped = kernels.shipped(name)
+
+        def kernel(*args):
+            first = args[1] if name == "attention_decode" else args[0]   # attention: its qkv (B, n, 3C)
+            calls.append((name, first.shape))
+            shipped(*args)
+        return kernel
+    return {name: spy(name) for name in SPIED}

@@ -1,7 +1,7 @@
 """Sampling with the KV cache against full forward passes."""
 import numpy as np
 import pytest
-from helpers import randomize_params
+from helpers import SPIED, randomize_params, spies
 
 from explorer import GPT, GPTConfig, kernels
 from explorer.model.generate import next_token_logits
@@ -75,23 +75,6 @@ def test_prompt_longer_than_block_size_is_refused(model):
 
 
 # ----------------------------------------------------------------------------- through the registry
-SPIED = ("encoder_forward", "layernorm_forward", "matmul_forward", "attention_decode", "gelu_forward",
-         "residual_forward")
-
-
-def spies(calls):
-    """Kernels that run the shipped ones and record (name, shape of their first array)."""
-    def spy(name):
-        shipped = kernels.shipped(name)
-
-        def kernel(*args):
-            first = args[1] if name == "attention_decode" else args[0]   # attention: its qkv (B, n, 3C)
-            calls.append((name, first.shape))
-            shipped(*args)
-        return kernel
-    return {name: spy(name) for name in SPIED}
-
-
 def test_every_op_of_a_decode_step_runs_the_registered_kernel(model):
     """Prompt of 3, 4 new tokens: one pass over the prompt, then 3 one-position steps (the 4th
     token needs no step after it), each calling every op of the model through the registry."""

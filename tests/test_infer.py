@@ -6,7 +6,7 @@ from helpers import random_model, randomize_params
 
 from explorer import GPT, GPTConfig, kernels
 from explorer.io.hf import save_hf
-from explorer.model.architecture import activation_shapes
+from explorer.model.architecture import activation_shapes, block_input
 
 CONFIG = GPTConfig(n_layer=3, n_head=4, n_embd=32, vocab_size=53, block_size=32)
 
@@ -53,6 +53,55 @@ def test_infer_allocates_nothing_for_backward_and_one_layer_of_attention_scratch
     assert kept["blocks.4.attn.att"].shape == square
     every = sum(int(np.prod(s)) * 4 for s in activation_shapes(model.ops, model.config, B, T).values())
     assert model._scratch.nbytes() + logits.nbytes + kept["blocks.4.attn.att"].nbytes < every / 3
+
+
+# ----------------------------------------------------------------------------- from a block on
+def test_a_forward_from_any_block_equals_the_full_forward_bitwise(model, idx):
+    L = CONFIG.n_layer
+    streams = [block_input(l) for l in range(L + 1)]
+    logits, kept = model.infer(idx, keep=streams + ["blocks.2.attn.att", "ln_f.out"])
+    for l in range(L + 1):
+        given = kept[block_input(l)].copy()
+        later = ["ln_f.out"] + (["blocks.2.attn.att"] if l <= 2 else [])
+        ours, ours_kept = model.infer_from(l, given, keep=later)
+        np.testing.assert_array_equal(ours, logits, err_msg=f"from block {l}")
+        for name in later:
+            np.testing.assert_array_equal(ours_kept[name], kept[name], err_msg=f"{name} from block {l}")
+        np.testing.assert_array_equal(given, kept[block_input(l)])     # read, never written
+        for m in range(l + 1, L + 1):
+            stream, _ = model.infer_from(l, given, to_layer=m)
+            np.testing.assert_array_equal(stream, kept[block_input(m)], err_msg=f"blocks {l}..{m - 1}")
+    # a stream given to the wrong block (block 1's input to block 2) is far off
+    wrong, _ = model.infer_from(2, kept[block_input(1)])
+    assert np.abs(wrong - logits).max() > 0.1
+
+
+def test_a_forward_from_a_block_runs_the_hooks_and_kernels_after_it(model, idx):
+    with kernels.use(gelu_forward=lambda out, inp: np.maximum(inp, 0.0, out=out)):
+        expected, relu_kept = model.infer(idx, keep=["blocks.0.residual2"])
+        ours, _ = model.infer_from(1, relu_kept["blocks.0.residual2"])
+    np.testing.assert_array_equal(ours, expected)
+    _, kept = model.infer(idx, keep=["blocks.0.residual2"])
+    model.hooks = {"blocks.1.attn.out": lambda z: z.fill(0.0)}
+    try:
+        expected, _ = model.infer(idx)
+        ours, _ = model.infer_from(1, kept["blocks.0.residual2"])
+    finally:
+        model.hooks = {}
+    np.testing.assert_array_equal(ours, expected)
+    assert np.abs(ours - model.infer(idx)[0]).max() > 0.1
+
+
+def test_a_forward_from_a_block_refuses_what_it_cannot_start_from(model):
+    C = CONFIG.n_embd
+    with pytest.raises(ValueError, match=r"0 <= layer < to_layer <= n_layer=3.*layer=4"):
+        model.infer_from(4, np.zeros((1, 2, C)))
+    with pytest.raises(ValueError, match=r"layer=2, to_layer=2"):
+        model.infer_from(2, np.zeros((1, 2, C)), to_layer=2)
+    with pytest.raises(ValueError, match=r"resid must be the residual stream \(B, T, C=32\).*\(2, 31\)"):
+        model.infer_from(1, np.zeros((2, 31)))
+    with pytest.raises(KeyError, match="blocks.0.attn.att"):
+        model.infer_from(1, np.zeros((1, 2, C)), keep=["blocks.0.attn.att"])   # before block 1
 
 
 def test_infer_leaves_the_training_record_of_the_last_forward_alone(model, idx):

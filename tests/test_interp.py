@@ -195,6 +195,31 @@ def test_repeated_tokens_are_a_run_of_distinct_tokens_then_the_same_run():
 
 
 # ----------------------------------------------------------------------- the floor
+# ----------------------------------------------------------------------- activation patching
+@pytest.mark.parametrize("name, where", [
+    ("encoded", (slice(None), 2)), ("blocks.0.ln1.out", (slice(None), 1)),
+    ("blocks.1.attn.att", (slice(None), 0)), ("blocks.0.residual2", (slice(None), 4)),
+    ("blocks.1.mlp.fc", (..., slice(0, 20))), ("blocks.1.residual2", (slice(None), 5)),
+    ("ln_f.out", (slice(None), 5)), ("logits", (..., 3))])
+def test_patching_from_the_patch_point_equals_a_whole_forward_with_the_hook(random_gpt, tokens, name, where):
+    """patch_activations starts each run at the patch's block (or at ln_f), from the corrupted
+    run's stream, with ln_f and the LM head on the last position: the same numbers as the whole
+    corrupted forward with the clean value hooked in, for names in the blocks, the streams
+    between them (given, not hooked) and after them."""
+    from explorer.interp import logit_difference, patch_activations, replace_with, run_with_hooks
+    model = random_gpt(**CONFIG)
+    corrupted = tokens.copy()
+    corrupted[:, 2] = (tokens[:, 2] + 3) % CONFIG["vocab_size"]
+    clean_value = cache_activations(model, tokens, names=[name])[name]
+    result = patch_activations(model, tokens, corrupted, 1, 4, {(0,): (name, where), (1,): (name, (...,))})
+    for index, w in ((0, where), (1, (...,))):
+        logits = run_with_hooks(model, corrupted, {name: replace_with(clean_value[w], w)})
+        np.testing.assert_allclose(result.patched[index], logit_difference(logits, 1, 4), rtol=1e-5, atol=1e-5)
+    assert abs(result.clean - result.corrupted) > 1e-3     # the metric tells the prompts apart
+    if name in ("encoded", "blocks.0.residual2", "blocks.1.residual2", "ln_f.out", "logits"):   # streams
+        np.testing.assert_allclose(result.patched[1], result.clean, rtol=1e-5, atol=1e-5)
+
+
 def test_interp_is_a_lazy_subpackage_importing_only_the_floors_below_it():
     assert "interp" in dir(explorer) and explorer.interp.logit_lens is logit_lens
     allowed = {"model", "kernels", "interp"}

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import spies
 
+from explorer import kernels
 from explorer.tokenizers import CharTokenizer, GPT2Tokenizer, train_bpe
 from explorer.viz import SamplingView, TokenView
 from explorer.viz.tokens import compare_tokenizers, next_token_distribution
@@ -173,6 +175,38 @@ def test_next_token_generate_and_reset(sampler):
     view.burst_button.click()
     assert view.tokens == first_run                    # same seed, same clicks, same text
     assert view.model.trace is trace        # sampling left the model's record alone
+
+
+def softmax_of_a_full_forward(view):
+    """The next-token distribution computed independently: a full forward on the last
+    block_size tokens shown, softmax in float64."""
+    logits, _ = view.model.infer([view.tokens[-view.model.config.block_size:]])
+    z = logits[0, -1].astype(np.float64)
+    return np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+
+
+def test_clicks_step_the_session_on_one_position_and_the_bars_equal_a_full_forward(sampler):
+    view = sampler
+    calls = []
+    with kernels.use(**spies(calls)):
+        view.reset_button.click()          # the session reads the prompt with the spied kernels
+        assert {shape[:2] for name, shape in calls if name != "attention_decode"} == {(1, 10)}
+        calls.clear()
+        view.next_button.click()
+        view.next_button.click()
+    # two clicks: every kernel ran on one position only; attention read 11, then 12 positions
+    assert {shape[:2] for name, shape in calls if name != "attention_decode"} == {(1, 1)}
+    assert [shape[1] for name, shape in calls if name == "attention_decode"] == [11, 11, 12, 12]
+    assert len(view.tokens) == 12 and view.session.tokens.tolist() == [view.tokens]
+    expected = softmax_of_a_full_forward(view)
+    np.testing.assert_allclose(view.probabilities(), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bars(view), np.sort(expected)[::-1][:20], rtol=1e-5, atol=1e-6)
+    view.burst_button.click()              # 62 tokens: the context slides past block_size=24
+    np.testing.assert_array_equal(view.session.tokens[0], view.tokens[-24:])
+    np.testing.assert_allclose(view.probabilities(), softmax_of_a_full_forward(view), rtol=1e-5, atol=1e-6)
+    view.model.params["blocks.0.mlp.fc.weight"] *= 1.5     # as training on another thread would
+    view.next_button.click()               # the session reads the context again, new weights
+    np.testing.assert_allclose(view.probabilities(), softmax_of_a_full_forward(view), rtol=1e-5, atol=1e-6)
 
 
 def test_empty_prompt_asks_for_one(sampler):

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..model.architecture import activation_shapes
+from ..model.architecture import activation_shapes, block_input
 from ..model.gpt import GPT
 
 Hook = Callable[[np.ndarray], None]
@@ -41,7 +41,7 @@ def resid_pre_name(layer: int, model: GPT) -> str:
     n_layer = model.config.n_layer
     if not 0 <= layer <= n_layer:
         raise ValueError(f"layer must be in [0, n_layer={n_layer}], got {layer}")
-    return "encoded" if layer == 0 else f"blocks.{layer - 1}.residual2"
+    return block_input(layer)
 
 
 @contextmanager

@@ -13,6 +13,12 @@ over the batch when the prompts are (B, T)). Each patched value is a run of the 
 prompt in which one activation (one position of the residual stream, or one head's output z
 before attn.proj) is replaced by its value in the clean run (TransformerLens's "denoising"
 direction). The forward is the model's own, with a hook (hooks.py).
+
+Whatever comes before a patch point is the same in every run that patches there or later: the
+corrupted prompt runs once, keeping the residual stream entering each block, and a patched run
+starts at the patch's block from that stream (model.infer_from), not at the embedding. ln_f and
+the LM head, which act on each position alone, run on the last position only: the metric reads
+no other. Each run is the model's inference forward: model.acts / model.trace are not touched.
 """
 from __future__ import annotations
 
@@ -20,9 +26,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..model.architecture import block_input
 from ..model.gpt import GPT
 from .cache import cache_activations
-from .hooks import hooks, resid_pre_name, run_with_hooks
+from .hooks import hooks, resid_pre_name
 
 
 def logit_difference(logits: np.ndarray, answer, other, position: int = -1) -> float:
@@ -61,7 +68,8 @@ def _prompts(clean, corrupted):
     return clean, corrupted
 
 
-#: at most this many logits (rows x T x V, float32) per forward of batched patches: 256 MB
+#: at most this many logits (rows x T x V, float32) in one batch of patched runs, had it logits
+#: at every position (it computes them at the last only, unless it patches ln_f or the logits)
 MAX_LOGITS_PER_FORWARD = 2**26
 
 
@@ -74,28 +82,51 @@ def patch_activations(model: GPT, clean, corrupted, answer, other,
 
     The runs of one hook name go through the model together, as one batch whose block k of B
     rows is the corrupted prompt with patch k: one forward instead of many (weights read once),
-    the same numbers up to float32 rounding (each row of a batch is computed on its own)."""
+    the same numbers up to float32 rounding (each row of a batch is computed on its own). Each
+    starts at the block of its hook name, from the corrupted run's stream entering it."""
     clean, corrupted = _prompts(clean, corrupted)
     B, T = clean.shape
     names = sorted({name for name, _ in patches.values()})
     cache = cache_activations(model, clean, names=names + ["logits"])
-    corrupted_logits = run_with_hooks(model, corrupted, {})
+    starts = {name: _start_layer(model, name) for name in names}
+    corrupted_logits, streams = model.infer(corrupted, keep=sorted({block_input(l) for l in starts.values()}))
     patched = np.zeros(tuple(np.max(list(patches), axis=0) + 1))
     per_forward = max(1, MAX_LOGITS_PER_FORWARD // (B * T * model.config.vocab_size))
     for name in names:
+        layer = starts[name]
         group = [(index, where) for index, (n, where) in patches.items() if n == name]
-        for start in range(0, len(group), per_forward):
-            chunk = group[start:start + per_forward]
+        for first in range(0, len(group), per_forward):
+            chunk = group[first:first + per_forward]
 
             def patch(x, chunk=chunk, clean_value=cache[name]):
                 for k, (_, where) in enumerate(chunk):
                     x[k * B:(k + 1) * B][where] = clean_value[where]
-            with hooks(model, {name: patch}):
-                logits, _ = model.forward(np.tile(corrupted, (len(chunk), 1)))
-                for k, (index, _) in enumerate(chunk):
-                    patched[index] = logit_difference(logits[k * B:(k + 1) * B, -1:], answer, other)
+            stream = np.tile(streams[block_input(layer)], (len(chunk), 1, 1))
+            if name == block_input(layer):     # the patch is the stream the run starts from
+                patch(stream)
+            with hooks(model, {} if name == block_input(layer) else {name: patch}):
+                last = _last_logits_from(model, layer, stream)
+            for k, (index, _) in enumerate(chunk):
+                patched[index] = logit_difference(last[k * B:(k + 1) * B], answer, other)
     return PatchingResult(patched, logit_difference(cache["logits"], answer, other),
                           logit_difference(corrupted_logits, answer, other))
+
+
+def _start_layer(model, name):
+    """The last block whose input stream the forward writes no later than `name`: a run from
+    there computes `name` (or, when `name` is that stream, starts from it)."""
+    written_at = {x: i for i, op in enumerate(model.ops) for x in op.outputs.values()}
+    return max(l for l in range(model.config.n_layer + 1)
+               if written_at[block_input(l)] <= written_at[name])
+
+
+def _last_logits_from(model, layer, stream):
+    """Logits (rows, 1, V) at the last position of the forward from block `layer` on `stream`."""
+    L = model.config.n_layer
+    if layer == L:                  # a patch in ln_f or the logits: every position, as hooked
+        return model.infer_from(L, stream)[0][:, -1:]
+    final, _ = model.infer_from(layer, stream, to_layer=L)
+    return model.infer_from(L, final[:, -1:])[0]
 
 
 def patch_residual(model: GPT, clean, corrupted, answer, other) -> PatchingResult:

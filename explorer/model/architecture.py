@@ -13,7 +13,8 @@ Everything else reads this list, so a change here changes all of them:
 - `GPT.backward` calls each op's backward kernel, bottom to top;
 - generation (generate.py) calls the forward kernels on the new positions, with a KV cache;
 - the activation buffers (model.acts, model.grad_acts) are sized from each op's `shapes`;
-- the inference forward (`GPT.infer`) reuses a buffer once `last_reads` says no later op reads it.
+- the inference forward (`GPT.infer`) reuses a buffer once `last_reads` says no later op reads it;
+- `GPT.infer_from` starts at a block, from the residual stream entering it (`block_span`).
 """
 from __future__ import annotations
 
@@ -134,14 +135,18 @@ def block(l: int, x: str, n_head: int) -> list[Op]:
     ]
 
 
+def block_input(layer: int) -> str:
+    """The residual stream entering block `layer`: "encoded" for block 0, else block layer-1's
+    output; with layer = n_layer, the stream after the last block (what ln_f reads)."""
+    return "encoded" if layer == 0 else f"blocks.{layer - 1}.residual2"
+
+
 def gpt2_ops(config: GPTConfig) -> list[Op]:
     """Every op of GPT-2's forward pass, from token ids to logits, in order."""
     ops = [embedding("embedding", out="encoded")]
-    x = "encoded"
     for l in range(config.n_layer):
-        ops += block(l, x, config.n_head)
-        x = f"blocks.{l}.residual2"
-    ops += [layernorm("ln_f", x),
+        ops += block(l, block_input(l), config.n_head)
+    ops += [layernorm("ln_f", block_input(config.n_layer)),
             # the LM head is the token embedding, transposed: logits = ln_f.out @ wte.T
             linear("lm_head", "ln_f.out", "V", out="logits", weight="wte", bias=False)]
     return ops
@@ -188,3 +193,18 @@ def last_reads(ops: list[Op]) -> dict[str, int]:
             if isinstance(x, str) and x in last:
                 last[x] = i
     return last
+
+
+def block_span(ops: list[Op], layer: int, to_layer: int | None) -> tuple[int, int]:
+    """(start, stop): ops[start:stop] are blocks layer .. to_layer - 1 (to_layer None: on to the
+    logits), start being the first op that reads block_input(layer). Raises if those ops read
+    an activation written before start other than that stream: they could not run from it."""
+    start = next(i for i, op in enumerate(ops) if block_input(layer) in op.inputs.values())
+    stop = len(ops) if to_layer is None else next(
+        i for i, op in enumerate(ops) if block_input(to_layer) in op.inputs.values())
+    written_before = {name for op in ops[:start] for name in op.outputs.values()}
+    read = {x for op in ops[start:stop] for x in op.inputs.values() if isinstance(x, str)}
+    if read & written_before != {block_input(layer)}:
+        raise RuntimeError(f"blocks from {layer} on read {sorted(read & written_before)} from "
+                           f"before them, not only the stream {block_input(layer)!r}")
+    return start, stop

@@ -16,14 +16,27 @@ import math
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from .. import kernels
 from ..kernels.runtime import compute_lock
-from .architecture import LOSS, Grad, activation_shapes, gpt2_ops, gradient_shapes, last_reads
+from .architecture import (
+    LOSS,
+    Grad,
+    activation_shapes,
+    block_input,
+    block_span,
+    gpt2_ops,
+    gradient_shapes,
+    last_reads,
+)
 from .config import GPTConfig, param_shapes
+
+if TYPE_CHECKING:
+    from .generate import Decoder
 
 
 @dataclass
@@ -226,24 +239,53 @@ class GPT:
         idx = self._check_tokens(idx, "idx")
         B, T = idx.shape
         shapes = activation_shapes(self.ops, self.config, B, T)
-        if isinstance(keep, str):
-            raise TypeError(f"keep must be a list of activation names, got the string {keep!r} "
-                            f"(write keep=[{keep!r}])")
-        keep = list(dict.fromkeys(keep))
-        unknown = [name for name in keep if name not in shapes]
-        if unknown:
-            raise KeyError(f"no activation named {unknown[0]!r} in the inference forward; "
-                           f"expected names from: {list(shapes)}")
+        keep = _names_to_keep(keep, shapes)
         with compute_lock:
-            kept = self._infer(idx, shapes, {*keep, "logits"})
+            kept = self._infer({"idx": idx}, shapes, {*keep, "logits"}, 0, len(self.ops))
         return kept["logits"], {name: kept[name] for name in keep}
 
-    def _infer(self, idx, shapes, own):
+    def infer_from(self, layer: int, resid: ArrayLike, keep: Iterable[str] = (),
+                   to_layer: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The inference forward started at block `layer`, from resid (B, T, C): the residual
+        stream entering it (architecture.block_input(layer): "encoded" for block 0, else
+        "blocks.{layer-1}.residual2", as model.infer(idx, keep=[...]) returns it). The ops
+        before block `layer` do not run: what they would compute is in resid. layer = n_layer
+        runs only ln_f and the LM head. Returns (logits (B, T, V), kept) as infer does, or with
+        to_layer, the stream entering block to_layer (B, T, C) instead of the logits; `keep`
+        names activations written from block `layer` on. Hooks (model.hooks) run on those
+        activations as in infer; resid is read, never written."""
+        L = self.config.n_layer
+        last = L if to_layer is None else to_layer
+        if not (isinstance(layer, (int, np.integer)) and isinstance(last, (int, np.integer))
+                and 0 <= layer <= last <= L and (to_layer is None or layer < to_layer)):
+            raise ValueError(f"layer and to_layer must be integers with 0 <= layer < to_layer <= "
+                             f"n_layer={L} (to_layer None: on to the logits), got layer={layer!r}, "
+                             f"to_layer={to_layer!r}")
+        resid = np.ascontiguousarray(resid, dtype=np.float32)
+        C = self.config.n_embd
+        if resid.ndim != 3 or resid.shape[2] != C or not 1 <= resid.shape[1] <= self.config.block_size \
+                or resid.shape[0] < 1:
+            raise ValueError(f"resid must be the residual stream (B, T, C={C}) with 1 <= T <= "
+                             f"block_size={self.config.block_size}, got shape {resid.shape}")
+        start, stop = block_span(self.ops, layer, to_layer)
+        every = activation_shapes(self.ops, self.config, *resid.shape[:2])
+        shapes = {name: every[name] for op in self.ops[start:stop] for name in op.outputs.values()}
+        keep = _names_to_keep(keep, shapes)
+        out = "logits" if to_layer is None else block_input(to_layer)
+        stream = block_input(layer)
+        with compute_lock:   # the stream is "own": never handed to the scratch pool for reuse
+            kept = self._infer({stream: resid}, shapes, {*keep, out, stream}, start, stop)
+        return kept[out], {name: kept[name] for name in keep}
+
+    def _infer(self, given, shapes, own, start, stop):
+        """ops[start:stop] over the tensors `given` (the batch, or a residual stream); the
+        names in `own` get arrays of their own (returned), the rest scratch buffers."""
         last = last_reads(self.ops)
         self._scratch.keep_only(shapes.values())
-        tensors = {**self.params, "idx": idx}
+        tensors = {**self.params, **given}
         kept = {}
-        for i, op in enumerate(self.ops):
+        for i in range(start, stop):
+            op = self.ops[i]
             for name in op.outputs.values():
                 fresh = name in own
                 tensors[name] = np.empty(shapes[name], np.float32) if fresh else self._scratch.take(shapes[name])
@@ -320,9 +362,29 @@ class GPT:
         from .generate import generate
         return generate(self, idx, max_new_tokens, temperature=temperature, top_k=top_k, seed=seed)
 
+    def decoder(self, prompt_ids: ArrayLike, capacity: int | None = None) -> "Decoder":
+        """A decode session (explorer.model.generate.Decoder): prompt_ids (B, T) run once, then
+        .step(ids) adds one token per row on one position, through the KV cache; .logits (B, V)."""
+        from .generate import Decoder
+        return Decoder(self, prompt_ids, capacity)
+
     def __repr__(self):
         c = self.config
         return (f"GPT(n_layer={c.n_layer}, n_head={c.n_head}, n_embd={c.n_embd}, "
                 f"vocab_size={c.vocab_size}, block_size={c.block_size}; "
                 f"{self.num_params:,} parameters)")
 
+
+
+def _names_to_keep(keep, shapes):
+    """keep as a list without repeats, every name an activation of `shapes` (what the forward
+    about to run writes)."""
+    if isinstance(keep, str):
+        raise TypeError(f"keep must be a list of activation names, got the string {keep!r} "
+                        f"(write keep=[{keep!r}])")
+    keep = list(dict.fromkeys(keep))
+    unknown = [name for name in keep if name not in shapes]
+    if unknown:
+        raise KeyError(f"no activation named {unknown[0]!r} in the inference forward; "
+                       f"expected names from: {list(shapes)}")
+    return keep

@@ -17,7 +17,7 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 
-from ..model.generate import next_token_logits
+from ..model.generate import Decoder
 from ._figure import FigureWidget
 from .view import LIVE_HINT, View, plain_text
 
@@ -181,9 +181,18 @@ def _start_token(tokenizer):
 
 class SamplingView(View):
     """The next-token distribution for a prompt, as bars (top `n_bars`), after temperature and
-    top-k; "Next token" samples one from exactly those bars, "Generate 50" continues with
-    model.generate, "Reset" goes back to the prompt and the seed. Runs through the KV-cache
-    path of explorer.model.generate, so model.acts / model.trace (what other views show) are kept."""
+    top-k; "Next token" samples one from exactly those bars, "Generate 50" samples 50 that way,
+    "Reset" goes back to the prompt and the seed.
+
+    The view holds a decode session (explorer.model.Decoder, `self.session`): the prompt runs
+    through the model once, and each new token runs it on that one position against the KV
+    cache, not on the whole context again. Once the context is block_size tokens long, each
+    new token reads the last block_size again (the model has no position past block_size).
+    When the model's weights or kernels changed since the session read the context (training
+    on another thread, a swapped kernel), the next token reads the context again with the model
+    as it is. The bars show the logits of the last click, not of weights changed since. The
+    session runs through the KV-cache path of explorer.model.generate, so model.acts /
+    model.trace (what other views show) are kept."""
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, prompt: str = "", seed: int = 0,
                  temperature: float = 1.0, top_k: int = 0, n_bars: int = 20, burst: int = 50) -> None:
@@ -215,57 +224,57 @@ class SamplingView(View):
 
     # ------------------------------------------------------------------ state
     def reset(self):
-        """Back to the prompt, and to the seed: the same clicks give the same text again."""
+        """Back to the prompt, and to the seed: the same clicks give the same text again. A new
+        decode session reads the prompt (its last block_size tokens)."""
         self.rng = np.random.default_rng(self.seed)
         self.prompt_ids = list(self.tokenizer.encode(self.prompt_box.value))
         if not self.prompt_ids and _start_token(self.tokenizer) is not None:
             self.prompt_ids = [_start_token(self.tokenizer)]
         self.tokens = list(self.prompt_ids)
-        self._update_logits()
+        self.session = None
+        if self.tokens:
+            self.session = Decoder(self.model, [self.tokens[-self.model.config.block_size:]])
         self._show()
+
+    @property
+    def _logits(self):
+        """Logits (V,) of the position after the last token (None without any token)."""
+        return None if self.session is None else self.session.logits[0].astype(np.float64)
 
     def probabilities(self):
         """The distribution the bars show and the next token is drawn from (V,)."""
-        if self._logits is None:
+        if self.session is None:
             return None
         return next_token_distribution(self._logits, self.temperature.value, self.top_k.value)
 
     def next_token(self):
         """Append one token sampled from probabilities()."""
-        probs = self.probabilities()
-        if probs is None:
+        if self.session is None:
             return None
-        token = int(self.rng.choice(len(probs), p=probs))
-        self.tokens.append(token)
-        self._update_logits()
+        token = self._sample_one()
         self._show()
         return token
 
     def generate(self, n=None):
-        """Append n (default: burst) tokens with model.generate, seeded from this view's rng."""
+        """Append n (default: burst) tokens, each sampled as next_token() samples it."""
         n = self.burst if n is None else n
-        if not self.tokens:
+        if self.session is None:
             return []
-        context = np.array([self.tokens[-self.model.config.block_size:]])
-        out = self.model.generate(context, n, temperature=self.temperature.value,
-                                  top_k=self.top_k.value or None,
-                                  seed=int(self.rng.integers(2**31)))
-        new = [int(t) for t in out[0, context.shape[1]:]]
-        self.tokens.extend(new)
-        self._update_logits()
+        new = [self._sample_one() for _ in range(n)]
         self._show()
         return new
 
-    def _update_logits(self):
-        """Logits of the position after the last token (None without any token)."""
-        if not self.tokens:
-            self._logits = None
-            return
-        context = np.array([self.tokens[-self.model.config.block_size:]], dtype=np.int64)
-        self.model._check_tokens(context, "prompt")   # a clear error for ids outside the vocab
+    def _sample_one(self):
+        """Draw a token from probabilities(), append it, and run the session on it."""
+        probs = self.probabilities()
+        token = int(self.rng.choice(len(probs), p=probs))
+        self.tokens.append(token)
         with self.model.lock:
-            logits = next_token_logits(self.model, context)
-        self._logits = logits[0].astype(np.float64)
+            if self.session.is_current():
+                self.session.step([token], slide=True)
+            else:   # the model changed under the cache: read the context with the model as it is
+                self.session.reset([self.tokens[-self.model.config.block_size:]])
+        return token
 
     # ------------------------------------------------------------------ display
     def _make_figure(self):
@@ -279,7 +288,7 @@ class SamplingView(View):
         return fig
 
     def _show(self):
-        if self._logits is None:
+        if self.session is None:
             self.text.value = ("<i>Type a prompt: the model needs at least one token to "
                                "predict the next one.</i>")
             with self.figure.batch_update():
