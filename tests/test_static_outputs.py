@@ -11,11 +11,17 @@ saves it; the saved file is read back, and every widget output in it must carry
     renderer with widgets draws the figure from that state, not from the live kernel).
 """
 import html
-import json
 import re
 
 import pytest
-from notebook_helpers import NOTEBOOK_DIR, execute_notebook, time_limit_s
+from notebook_helpers import (
+    MAX_WIDGET_STATE_BYTES,
+    NOTEBOOK_DIR,
+    WIDGET_STATE,
+    execute_notebook,
+    time_limit_s,
+    widget_state_bytes,
+)
 
 nbformat = pytest.importorskip("nbformat")
 pytest.importorskip("nbclient")
@@ -25,7 +31,6 @@ pytestmark = pytest.mark.slow
 TOUR = NOTEBOOK_DIR / "00_tour.ipynb"
 TOUR_VIEWS = 6   # dashboard, attention, gradient flow, step-through, tokens, sampling
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 # a repr, not a sentence: "VBox(children=(...", "FigureWidget({...", "<x.Y object at 0x...>"
 REPR = re.compile(r"^\s*(\w+\(|<[\w.]+ object at 0x)")
 
@@ -82,17 +87,12 @@ def test_saved_widget_state_draws_every_view(saved_tour):
 # The state nbclient stores (what `jupyter nbconvert --to notebook --execute` does by default)
 # must stay small: plotly's widget code (5 MB) is the server's to hand out (explorer/viz/server.py),
 # and a kernel sends it only when a page asks, which headless execution never does. Measured
-# before that: 5.1 MB of state in the tour, 5.08 MB of it plotly's code.
-MAX_WIDGET_STATE_BYTES = 1_000_000
-
-
+# before that: 5.1 MB of state in the tour, 5.08 MB of it plotly's code. Every other notebook
+# is held to the same bound in test_notebooks.py.
 def test_saved_widget_state_is_small(saved_tour):
-    widgets = saved_tour.metadata.get("widgets", {})
-    size = len(json.dumps(widgets))
-    biggest = sorted(((len(json.dumps(s)), s.get("model_name"), model_id)
-                      for model_id, s in widgets.get(WIDGET_STATE, {}).get("state", {}).items()), reverse=True)
+    size, biggest = widget_state_bytes(saved_tour)
     assert 0 < size <= MAX_WIDGET_STATE_BYTES, \
-        f"the tour's saved widget state weighs {size:,} bytes; its biggest models: {biggest[:5]}"
+        f"the tour's saved widget state weighs {size:,} bytes; its biggest models: {biggest}"
 
 
 # --------------------------------------------------------------------- headless, then HTML

@@ -15,6 +15,7 @@ _WHERE = {
     "TokenView": "tokens",
     "SamplingView": "tokens",
     "KernelLabView": "lab",
+    "FigureWidget": "_figure",   # plotly's FigureWidget whose 5 MB of code the server serves
 }
 
 
