@@ -34,6 +34,8 @@ WEIGHTS = [((3 * C, C), L), ((C, C), L), ((4 * C, C), L), ((C, 4 * C), L), ((V, 
 
 
 def median_time(fn, repeats):
+    # explorer.lab.bench.gemm.median_seconds does the same; not imported here because importing
+    # explorer sets its OpenMP wait policy in the process, and the torch worker must not get it.
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
